@@ -1,0 +1,1 @@
+//! Tessera wire protocol (defined by the protocol issue).

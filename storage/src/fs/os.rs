@@ -1,0 +1,235 @@
+//! [`OsFs`]: the production file system, on std and libc.
+//!
+//! Reads use `pread`, or a read-only memory map of each file when the
+//! [`ReadBackend::Mmap`] backend is chosen. Batched reads go through io_uring
+//! when [`ReadBackend::IoUring`] is chosen and the kernel accepts it; otherwise
+//! they fall back to `pread` at run time.
+
+use super::{FileSystem, RandomAccessFile, ReadOp, WritableFile};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How [`OsFs`] serves positional reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadBackend {
+    /// One `pread` per read.
+    #[default]
+    Pread,
+    /// Copy out of a read-only memory map of the file.
+    Mmap,
+    /// `pread` for single reads; one io_uring submission for batches.
+    IoUring,
+}
+
+/// The operating system's file system.
+pub struct OsFs {
+    backend: ReadBackend,
+    uring: Option<super::uring::UringBatcher>,
+}
+
+impl OsFs {
+    /// A file system reading with `backend`. If io_uring is asked for but the
+    /// kernel refuses to set up a ring, batches fall back to `pread`.
+    pub fn new(backend: ReadBackend) -> OsFs {
+        let uring = match backend {
+            ReadBackend::IoUring => super::uring::UringBatcher::new().ok(),
+            _ => None,
+        };
+        OsFs { backend, uring }
+    }
+
+    /// The backend actually in use (io_uring may have fallen back to pread).
+    pub fn effective_backend(&self) -> ReadBackend {
+        match (self.backend, &self.uring) {
+            (ReadBackend::IoUring, None) => ReadBackend::Pread,
+            (b, _) => b,
+        }
+    }
+}
+
+impl Default for OsFs {
+    fn default() -> Self {
+        OsFs::new(ReadBackend::default())
+    }
+}
+
+struct OsWritable {
+    file: File,
+    len: u64,
+}
+
+impl WritableFile for OsWritable {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.len = len;
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+struct PreadFile {
+    file: File,
+    len: u64,
+}
+
+impl RandomAccessFile for PreadFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    fn drop_page_cache(&self) -> io::Result<()> {
+        fadvise_dontneed(&self.file)
+    }
+}
+
+struct MmapFile {
+    file: File,
+    map: Option<memmap2::Mmap>,
+}
+
+impl RandomAccessFile for MmapFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let map: &[u8] = self.map.as_deref().unwrap_or(&[]);
+        let start = usize::try_from(offset).map_err(|_| eof())?;
+        let end = start.checked_add(buf.len()).ok_or_else(eof)?;
+        let src = map.get(start..end).ok_or_else(eof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    fn drop_page_cache(&self) -> io::Result<()> {
+        fadvise_dontneed(&self.file)
+    }
+}
+
+fn eof() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file")
+}
+
+fn fadvise_dontneed(file: &File) -> io::Result<()> {
+    // SAFETY: posix_fadvise only reads the descriptor, which `file` keeps open.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+impl FileSystem for OsFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(OsWritable { file, len: 0 }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Box::new(OsWritable { file, len }))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if self.backend == ReadBackend::Mmap {
+            let map = if len == 0 {
+                None
+            } else {
+                // SAFETY: engine files are immutable once written (SSTs are
+                // renamed into place complete and never modified), so the
+                // mapping cannot change under the reader.
+                Some(unsafe { memmap2::Mmap::map(&file)? })
+            };
+            return Ok(Arc::new(MmapFile { file, map }));
+        }
+        Ok(Arc::new(PreadFile { file, len }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn read_batch(&self, ops: &mut [ReadOp<'_>]) -> io::Result<()> {
+        match &self.uring {
+            Some(uring) if ops.len() > 1 => uring.read_batch(ops),
+            _ => {
+                for op in ops.iter_mut() {
+                    op.file.read_at(op.offset, op.buf)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.effective_backend() {
+            ReadBackend::Pread => "pread",
+            ReadBackend::Mmap => "mmap",
+            ReadBackend::IoUring => "io_uring",
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Engine configuration: durability policy, sizes, per-table TTL and retention,
+//! and the clock the engine reads time from.
+
+use crate::fs::{FileSystem, OsFs};
+use crate::types::Timestamp;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// When a write is acknowledged relative to its WAL fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before acknowledging; concurrent writers share one fsync.
+    Sync,
+    /// fsync at most every given interval; a crash loses at most that window.
+    Interval(Duration),
+    /// Never fsync the WAL on the write path (rotation and close still do).
+    None,
+}
+
+/// Per-table lifetime rules. Both are durations in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// A version whose `event_ts` is older than the read time minus `ttl`
+    /// reads as absent.
+    pub ttl_us: Option<i64>,
+    /// Versions whose `event_ts` is older than now minus `retention` are
+    /// invisible to every read and are dropped by compaction.
+    pub retention_us: Option<i64>,
+}
+
+/// Source of "now" for ingest timestamps, TTL and retention.
+pub trait Clock: Send + Sync + 'static {
+    /// Microseconds since the Unix epoch.
+    fn now_us(&self) -> Timestamp;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_us(&self) -> Timestamp {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// Default memtable size before it is frozen and flushed.
+pub const DEFAULT_MEMTABLE_BYTES: usize = 64 << 20;
+/// Default bound on the decompressed-block cache.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 1 << 30;
+/// Default uncompressed size of an SST data block.
+pub const DEFAULT_BLOCK_BYTES: usize = 4096;
+/// Default target size of an SST produced by compaction.
+pub const DEFAULT_SST_TARGET_BYTES: u64 = 64 << 20;
+
+/// Engine options.
+#[derive(Clone)]
+pub struct Options {
+    /// WAL durability policy.
+    pub durability: Durability,
+    /// Memtable size that triggers a flush.
+    pub memtable_bytes: usize,
+    /// Frozen memtables allowed to wait for flush before writers stall.
+    pub max_frozen_memtables: usize,
+    /// Bound on the cache of decompressed blocks, in bytes.
+    pub block_cache_bytes: usize,
+    /// Uncompressed size of a data block.
+    pub block_bytes: usize,
+    /// zstd level for data blocks.
+    pub zstd_level: i32,
+    /// Bloom filter bits per key.
+    pub bloom_bits_per_key: u32,
+    /// Target size of compaction output files.
+    pub sst_target_bytes: u64,
+    /// Number of L0 files that triggers an L0 compaction.
+    pub l0_compaction_trigger: usize,
+    /// Target size of level 1; each deeper level is `level_multiplier` larger.
+    pub l1_target_bytes: u64,
+    /// Size ratio between adjacent levels.
+    pub level_multiplier: u64,
+    /// Run compaction in the background (tests may turn it off and call
+    /// `compact` themselves).
+    pub background_compaction: bool,
+    /// The file system.
+    pub fs: Arc<dyn FileSystem>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Interval(Duration::from_millis(5)),
+            memtable_bytes: DEFAULT_MEMTABLE_BYTES,
+            max_frozen_memtables: 2,
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            block_bytes: DEFAULT_BLOCK_BYTES,
+            zstd_level: 1,
+            bloom_bits_per_key: 10,
+            sst_target_bytes: DEFAULT_SST_TARGET_BYTES,
+            l0_compaction_trigger: 4,
+            l1_target_bytes: 256 << 20,
+            level_multiplier: 10,
+            background_compaction: true,
+            fs: Arc::new(OsFs::default()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("memtable_bytes", &self.memtable_bytes)
+            .field("block_cache_bytes", &self.block_cache_bytes)
+            .field("block_bytes", &self.block_bytes)
+            .field("fs", &self.fs.backend_name())
+            .finish_non_exhaustive()
+    }
+}
