@@ -1,1 +1,34 @@
-fn main() {}
+//! `tessera-bench`: Tessera's benchmark load generator.
+//!
+//! Subcommands:
+//! - `engine`: the storage engine's figures (slate latency, as-of lookups,
+//!   ingest, reopen, index RAM, disk use, cold reads per I/O backend).
+
+mod dataset;
+mod engine_bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tessera-bench", about = "Tessera benchmarks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Storage-engine figures on the news-feed dataset (no network).
+    Engine(engine_bench::EngineArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Engine(args) => engine_bench::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("tessera-bench: {e}");
+        std::process::exit(1);
+    }
+}

@@ -6,30 +6,53 @@
 //! whatever the LSM depth, and the sorted, versioned SSTables make "value as
 //! of time T" a seek.
 //!
-//! The crate knows nothing of the network. Its public surface is [`Engine`]
-//! and the types it takes and returns.
+//! The crate knows nothing of the network. Its public surface is [`Engine`],
+//! [`Snapshot`], [`WriteBatch`], [`Options`] and the types they take and
+//! return. `docs/design.md` explains the architecture; `docs/format.md` gives
+//! every file layout.
 
 #![deny(missing_docs)]
 
+mod batch;
+mod check;
+mod commit;
+mod compaction;
 mod digest;
+mod engine;
 mod error;
-pub mod fs;
+mod flush;
+mod memtable;
+mod merge;
 mod options;
+mod read;
+mod recovery;
+mod snapshot;
+mod stats;
 mod types;
+mod version;
 
 pub mod cache;
+pub mod fs;
 pub mod hash_index;
 pub mod manifest;
 pub mod sstable;
 pub mod wal;
 
+pub use batch::{BatchOp, WriteBatch};
+pub use check::IndexReport;
+pub use commit::{CommitInfo, MAX_GROUP_BYTES};
 pub use digest::Digest;
+pub use engine::Engine;
 pub use error::{Error, Result};
 pub use options::{
     Clock, Durability, Options, SystemClock, TableOptions, DEFAULT_BLOCK_BYTES,
     DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES,
 };
+pub use read::{AsOfQuery, MAX_BATCH_KEYS};
+pub use snapshot::Snapshot;
+pub use stats::EngineStats;
 pub use types::{
     check_limits, cmp_entity, cmp_internal, Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp,
     Version, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
+pub use version::NUM_LEVELS;

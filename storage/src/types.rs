@@ -143,6 +143,24 @@ impl Entry {
         )
     }
 
+    /// Borrows this entry as an [`EntryRef`].
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            table: self.table,
+            key: &self.key,
+            event_ts: self.event_ts,
+            seq: self.seq,
+            ingest_ts: self.ingest_ts,
+            kind: self.kind,
+            value: &self.value,
+        }
+    }
+
+    /// True if `other` is a version of the same entity.
+    pub fn same_entity(&self, table: TableId, key: &[u8]) -> bool {
+        self.table == table && self.key.as_ref() == key
+    }
+
     /// Converts to the public [`Version`] form.
     pub fn to_version(&self) -> Version {
         Version {

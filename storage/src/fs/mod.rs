@@ -2,7 +2,8 @@
 //!
 //! Every byte the engine reads or writes goes through [`FileSystem`], so tests
 //! can substitute an implementation that injects faults (EIO, ENOSPC, torn
-//! writes, lost unsynced data). The production implementation is [`OsFs`].
+//! writes, lost unsynced data) — see [`fault::FaultFs`]. The production
+//! implementation is [`OsFs`].
 //!
 //! Invariants the engine relies on:
 //! - [`WritableFile::append`] writes all bytes or returns an error;
@@ -11,10 +12,11 @@
 //! - [`RandomAccessFile::read_at`] fills the whole buffer or returns an error
 //!   (`UnexpectedEof` when the file is shorter).
 
+pub mod fault;
 mod os;
 mod uring;
 
-pub use os::{OsFs, ReadBackend};
+pub use os::{OsFs, ReadBackend, IO_BACKEND_ENV};
 
 use std::io;
 use std::path::Path;

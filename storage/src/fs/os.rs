@@ -4,6 +4,11 @@
 //! [`ReadBackend::Mmap`] backend is chosen. Batched reads go through io_uring
 //! when [`ReadBackend::IoUring`] is chosen and the kernel accepts it; otherwise
 //! they fall back to `pread` at run time.
+//!
+//! Setting the environment variable [`IO_BACKEND_ENV`]
+//! (`TESSERA_IO_BACKEND`) to `pread` forces that fallback: an `OsFs` built
+//! with [`ReadBackend::IoUring`] then never sets up a ring. The variable is
+//! read once, in [`OsFs::new`]; it does not affect the other backends.
 
 use super::{FileSystem, RandomAccessFile, ReadOp, WritableFile};
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +30,18 @@ pub enum ReadBackend {
     IoUring,
 }
 
+/// Environment variable read by [`OsFs::new`]: the value `pread` (any ASCII
+/// case) makes [`ReadBackend::IoUring`] fall back to `pread`, as if the kernel
+/// had refused io_uring. Other values are ignored.
+pub const IO_BACKEND_ENV: &str = "TESSERA_IO_BACKEND";
+
+/// True if the value of [`IO_BACKEND_ENV`] forces the `pread` fallback.
+pub(super) fn pread_forced(value: Option<&std::ffi::OsStr>) -> bool {
+    value
+        .and_then(|v| v.to_str())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("pread"))
+}
+
 /// The operating system's file system.
 pub struct OsFs {
     backend: ReadBackend,
@@ -33,10 +50,18 @@ pub struct OsFs {
 
 impl OsFs {
     /// A file system reading with `backend`. If io_uring is asked for but the
-    /// kernel refuses to set up a ring, batches fall back to `pread`.
+    /// kernel refuses to set up a ring or to serve a probe read on it, or
+    /// [`IO_BACKEND_ENV`] is `pread`, batches fall back to `pread`.
     pub fn new(backend: ReadBackend) -> OsFs {
+        let forced = pread_forced(std::env::var_os(IO_BACKEND_ENV).as_deref());
+        OsFs::with_uring_allowed(backend, !forced)
+    }
+
+    /// [`OsFs::new`] with the environment override already decided; lets
+    /// tests force the fallback without mutating the process environment.
+    pub(super) fn with_uring_allowed(backend: ReadBackend, uring_allowed: bool) -> OsFs {
         let uring = match backend {
-            ReadBackend::IoUring => super::uring::UringBatcher::new().ok(),
+            ReadBackend::IoUring if uring_allowed => super::uring::UringBatcher::new().ok(),
             _ => None,
         };
         OsFs { backend, uring }

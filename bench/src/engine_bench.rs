@@ -1,0 +1,350 @@
+//! `tessera-bench engine`: the storage engine's figures on the news-feed
+//! dataset, in process (no network).
+//!
+//! Steps: load every version through the write path (`interval`
+//! durability, one writer, flushes and compactions included) → compact
+//! everything into SSTs → warm slates (`multi_latest` of 1 user + 50 Zipf
+//! articles) → `multi_as_of` throughput → reopen after a clean close → reopen
+//! after a crash (writes that flushed past the index checkpoint, then the
+//! engine dropped without closing, as a kill leaves it) → cold slates with
+//! the page cache dropped, per I/O backend.
+
+use crate::dataset::{self, ARTICLES, USERS};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_storage::fs::{OsFs, ReadBackend};
+use tessera_storage::{AsOfQuery, Durability, Engine, Options, WriteBatch};
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Arguments of `tessera-bench engine`.
+#[derive(clap::Args)]
+pub struct EngineArgs {
+    /// Users in the dataset; articles are a tenth of it.
+    #[arg(long, default_value_t = 2_000_000)]
+    entities: u64,
+    /// Data directory (default: a fresh directory under the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Warm slates to time (after a warm-up of a fifth as many).
+    #[arg(long, default_value_t = 200_000)]
+    slates: u64,
+    /// Cold slates to time per I/O backend.
+    #[arg(long, default_value_t = 2_000)]
+    cold_slates: u64,
+    /// Seconds of `multi_as_of` lookups to time.
+    #[arg(long, default_value_t = 5)]
+    as_of_seconds: u64,
+    /// Zipf exponent of slate key popularity.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Dataset seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// The figures, with the keys the engine issue asks for.
+#[derive(Serialize, Default)]
+struct Report {
+    users: u64,
+    articles: u64,
+    versions: u64,
+    slate_p50_us: f64,
+    slate_p99_us: f64,
+    slate_p999_us: f64,
+    slate_max_us: f64,
+    as_of_lookups_per_s: f64,
+    ingest_rows_per_s: f64,
+    ingest_write_amplification: f64,
+    compact_s: f64,
+    reopen_clean_s: f64,
+    reopen_crash_s: f64,
+    index_bytes_per_entity: f64,
+    disk_bytes_per_version: f64,
+    raw_bytes_per_version: f64,
+    cold_slate_pread_p50_us: f64,
+    cold_slate_pread_p99_us: f64,
+    cold_slate_io_uring_p50_us: f64,
+    cold_slate_io_uring_p99_us: f64,
+    io_uring_available: bool,
+}
+
+fn options(backend: ReadBackend) -> Options {
+    Options {
+        durability: Durability::Interval(Duration::from_millis(5)),
+        fs: Arc::new(OsFs::new(backend)),
+        ..Options::default()
+    }
+}
+
+/// Runs the engine benchmark.
+pub fn run(args: &EngineArgs) -> Result<(), BoxError> {
+    let tmp;
+    let dir: PathBuf = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("tessera-bench-")
+                .tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut r = Report {
+        users: args.entities,
+        articles: (args.entities / 10).max(1),
+        ..Report::default()
+    };
+    eprintln!(
+        "loading {} users + {} articles into {}",
+        r.users,
+        r.articles,
+        dir.display()
+    );
+    let engine = Engine::open(&dir, options(ReadBackend::Pread))?;
+    load(&engine, args, &mut r)?;
+    let started = Instant::now();
+    engine.compact()?;
+    r.compact_s = started.elapsed().as_secs_f64();
+    let stats = engine.stats();
+    r.index_bytes_per_entity = stats.index_bytes as f64 / stats.index_entities.max(1) as f64;
+    r.disk_bytes_per_version = dir_bytes(&dir.join("sst"))? as f64 / r.versions as f64;
+    r.raw_bytes_per_version = (8 + dataset::ROW_BYTES) as f64;
+
+    warm_slates(&engine, args, &mut r)?;
+    as_of_throughput(&engine, args, &mut r)?;
+    reopen(engine, &dir, args, &mut r)?;
+    cold_slates(&dir, args, &mut r)?;
+    print(&r, args.json)?;
+    Ok(())
+}
+
+fn load(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
+    const BATCH_ROWS: usize = 256;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let base = engine.now() - dataset::SPAN_US;
+    let mut row = Vec::with_capacity(dataset::ROW_BYTES);
+    let mut batch = WriteBatch::with_capacity(BATCH_ROWS * (dataset::ROW_BYTES + 64));
+    let started = Instant::now();
+    let mut rows = 0u64;
+    let total = r.users + r.articles;
+    for n in 0..total {
+        let (table, id) = if n % 11 == 10 && n / 11 < r.articles {
+            (ARTICLES, n / 11)
+        } else {
+            (USERS, n - (n / 11).min(r.articles))
+        };
+        for (v, ts) in dataset::version_times(&mut rng, base)
+            .into_iter()
+            .enumerate()
+        {
+            dataset::encode_row(table, id, v as u32, &mut row);
+            batch.put(table, &dataset::entity_key(id), ts, &row)?;
+            rows += 1;
+            if batch.len() >= BATCH_ROWS {
+                engine.write(std::mem::take(&mut batch))?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        engine.write(batch)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    r.versions = rows;
+    r.ingest_rows_per_s = rows as f64 / secs;
+    r.ingest_write_amplification = engine.stats().write_amplification;
+    eprintln!("ingested {rows} rows in {secs:.1} s");
+    Ok(())
+}
+
+struct SlateGen {
+    rng: StdRng,
+    users: Zipf<f64>,
+    articles: Zipf<f64>,
+}
+
+impl SlateGen {
+    fn new(r: &Report, zipf: f64, seed: u64) -> Result<SlateGen, BoxError> {
+        Ok(SlateGen {
+            rng: StdRng::seed_from_u64(seed),
+            users: Zipf::new(r.users, zipf)?,
+            articles: Zipf::new(r.articles, zipf)?,
+        })
+    }
+
+    /// A Zipf slate: ranks map to ids through a fixed permutation so hot
+    /// keys are spread over the key space.
+    fn zipf(&mut self, r: &Report, out: &mut Vec<[u8; 8]>) {
+        out.clear();
+        let u = self.users.sample(&mut self.rng) as u64 - 1;
+        out.push(dataset::entity_key(scatter(u, r.users)));
+        for _ in 0..50 {
+            let a = self.articles.sample(&mut self.rng) as u64 - 1;
+            out.push(dataset::entity_key(scatter(a, r.articles)));
+        }
+    }
+
+    fn uniform(&mut self, r: &Report, out: &mut Vec<[u8; 8]>) {
+        out.clear();
+        out.push(dataset::entity_key(self.rng.gen_range(0..r.users)));
+        for _ in 0..50 {
+            out.push(dataset::entity_key(self.rng.gen_range(0..r.articles)));
+        }
+    }
+}
+
+fn scatter(rank: u64, n: u64) -> u64 {
+    rank.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n
+}
+
+fn slate(engine: &Engine, keys: &[[u8; 8]]) -> Result<usize, BoxError> {
+    let user = engine.multi_latest(USERS, &[&keys[0][..]])?;
+    let refs: Vec<&[u8]> = keys[1..].iter().map(|k| &k[..]).collect();
+    let articles = engine.multi_latest(ARTICLES, &refs)?;
+    Ok(user.iter().chain(&articles).filter(|r| r.is_some()).count())
+}
+
+fn warm_slates(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
+    let mut gen = SlateGen::new(r, args.zipf, args.seed + 1)?;
+    let mut keys = Vec::with_capacity(51);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut found = 0;
+    for i in 0..args.slates + args.slates / 5 {
+        gen.zipf(r, &mut keys);
+        let t = Instant::now();
+        found += slate(engine, &keys)?;
+        let ns = t.elapsed().as_nanos() as u64;
+        if i >= args.slates / 5 {
+            hist.record(ns.max(1))?;
+        }
+    }
+    if found == 0 {
+        return Err("slates found no rows".into());
+    }
+    r.slate_p50_us = hist.value_at_quantile(0.5) as f64 / 1e3;
+    r.slate_p99_us = hist.value_at_quantile(0.99) as f64 / 1e3;
+    r.slate_p999_us = hist.value_at_quantile(0.999) as f64 / 1e3;
+    r.slate_max_us = hist.max() as f64 / 1e3;
+    Ok(())
+}
+
+fn as_of_throughput(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
+    let mut rng = StdRng::seed_from_u64(args.seed + 2);
+    let base = engine.now() - dataset::SPAN_US;
+    let keys: Vec<[u8; 8]> = (0..4096)
+        .map(|_| dataset::entity_key(rng.gen_range(0..r.users)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(args.as_of_seconds);
+    let started = Instant::now();
+    let mut lookups = 0u64;
+    while Instant::now() < deadline {
+        let queries: Vec<AsOfQuery<'_>> = (0..51)
+            .map(|_| AsOfQuery {
+                key: &keys[rng.gen_range(0..keys.len())],
+                as_of: base + rng.gen_range(0..dataset::SPAN_US),
+                known_at: None,
+            })
+            .collect();
+        engine.multi_as_of(USERS, &queries)?;
+        lookups += queries.len() as u64;
+    }
+    r.as_of_lookups_per_s = lookups as f64 / started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+fn reopen(engine: Engine, dir: &Path, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
+    engine.close()?;
+    let started = Instant::now();
+    let engine = Engine::open(dir, options(ReadBackend::Pread))?;
+    r.reopen_clean_s = started.elapsed().as_secs_f64();
+    // Overwrite enough rows to flush past the checkpoint, then drop the
+    // engine without closing: the on-disk state a SIGKILL leaves.
+    let mut row = Vec::new();
+    let mut rng = StdRng::seed_from_u64(args.seed + 3);
+    let now = engine.now();
+    let mut batch = WriteBatch::new();
+    for i in 0..(r.users / 4).max(1000) {
+        let id = rng.gen_range(0..r.users);
+        dataset::encode_row(USERS, id, 9, &mut row);
+        batch.put(USERS, &dataset::entity_key(id), now + i as i64, &row)?;
+        if batch.len() >= 256 {
+            engine.write(std::mem::take(&mut batch))?;
+        }
+    }
+    if !batch.is_empty() {
+        engine.write(batch)?;
+    }
+    drop(engine);
+    let started = Instant::now();
+    let engine = Engine::open(dir, options(ReadBackend::Pread))?;
+    r.reopen_crash_s = started.elapsed().as_secs_f64();
+    engine.close()?;
+    Ok(())
+}
+
+fn cold_slates(dir: &Path, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
+    for backend in [ReadBackend::Pread, ReadBackend::IoUring] {
+        let engine = Engine::open(dir, options(backend))?;
+        let effective = engine.io_backend();
+        if backend == ReadBackend::IoUring {
+            r.io_uring_available = effective == "io_uring";
+        }
+        let mut gen = SlateGen::new(r, args.zipf, args.seed + 4)?;
+        let mut keys = Vec::with_capacity(51);
+        let mut hist = Histogram::<u64>::new(3)?;
+        for _ in 0..args.cold_slates {
+            engine.drop_caches()?;
+            gen.uniform(r, &mut keys);
+            let t = Instant::now();
+            slate(&engine, &keys)?;
+            hist.record((t.elapsed().as_nanos() as u64).max(1))?;
+        }
+        let (p50, p99) = (
+            hist.value_at_quantile(0.5) as f64 / 1e3,
+            hist.value_at_quantile(0.99) as f64 / 1e3,
+        );
+        match backend {
+            ReadBackend::IoUring => {
+                r.cold_slate_io_uring_p50_us = p50;
+                r.cold_slate_io_uring_p99_us = p99;
+            }
+            _ => {
+                r.cold_slate_pread_p50_us = p50;
+                r.cold_slate_pread_p99_us = p99;
+            }
+        }
+        engine.close()?;
+    }
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64, BoxError> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        total += e?.metadata()?.len();
+    }
+    Ok(total)
+}
+
+fn print(r: &Report, json: bool) -> Result<(), BoxError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let v = serde_json::to_value(r)?;
+    println!("| figure | value |\n|---|---|");
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            println!("| {k} | {v} |");
+        }
+    }
+    Ok(())
+}
