@@ -50,11 +50,41 @@ pub struct EngineArgs {
     /// Dataset seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Reuse the dataset already in `--dir` (loaded by an earlier run):
+    /// skip the load and compaction, and report only the read figures.
+    #[arg(long, requires = "dir")]
+    skip_load: bool,
+    /// Block cache size in MiB (default: the engine's default).
+    #[arg(long)]
+    cache_mib: Option<usize>,
+    /// Read backend for the load and the warm figures.
+    #[arg(long, value_enum, default_value_t = Backend::IoUring)]
+    backend: Backend,
+}
+
+/// The engine's read backends.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Backend {
+    Pread,
+    Mmap,
+    IoUring,
+}
+
+impl From<Backend> for ReadBackend {
+    fn from(b: Backend) -> ReadBackend {
+        match b {
+            Backend::Pread => ReadBackend::Pread,
+            Backend::Mmap => ReadBackend::Mmap,
+            Backend::IoUring => ReadBackend::IoUring,
+        }
+    }
 }
 
 /// The figures, with the keys the engine issue asks for.
 #[derive(Serialize, Default)]
 struct Report {
+    backend: &'static str,
     users: u64,
     articles: u64,
     versions: u64,
@@ -78,11 +108,15 @@ struct Report {
     io_uring_available: bool,
 }
 
-fn options(backend: ReadBackend) -> Options {
+fn options(args: &EngineArgs, backend: ReadBackend) -> Options {
+    let defaults = Options::default();
     Options {
         durability: Durability::Interval(Duration::from_millis(5)),
         fs: Arc::new(OsFs::new(backend)),
-        ..Options::default()
+        block_cache_bytes: args
+            .cache_mib
+            .map_or(defaults.block_cache_bytes, |m| m << 20),
+        ..defaults
     }
 }
 
@@ -109,17 +143,24 @@ pub fn run(args: &EngineArgs) -> Result<(), BoxError> {
         r.articles,
         dir.display()
     );
-    let engine = Engine::open(&dir, options(ReadBackend::Pread))?;
-    load(&engine, args, &mut r)?;
-    let started = Instant::now();
-    engine.compact()?;
-    r.compact_s = started.elapsed().as_secs_f64();
+    let engine = Engine::open(&dir, options(args, args.backend.into()))?;
+    r.backend = engine.io_backend();
+    if !args.skip_load {
+        load(&engine, args, &mut r)?;
+        let started = Instant::now();
+        engine.compact()?;
+        r.compact_s = started.elapsed().as_secs_f64();
+        r.disk_bytes_per_version = dir_bytes(&dir.join("sst"))? as f64 / r.versions as f64;
+        r.raw_bytes_per_version = (8 + dataset::ROW_BYTES) as f64;
+    }
     let stats = engine.stats();
     r.index_bytes_per_entity = stats.index_bytes as f64 / stats.index_entities.max(1) as f64;
-    r.disk_bytes_per_version = dir_bytes(&dir.join("sst"))? as f64 / r.versions as f64;
-    r.raw_bytes_per_version = (8 + dataset::ROW_BYTES) as f64;
 
     warm_slates(&engine, args, &mut r)?;
+    if args.skip_load {
+        print(&r, args.json)?;
+        return engine.close().map_err(Into::into);
+    }
     as_of_throughput(&engine, args, &mut r)?;
     reopen(engine, &dir, args, &mut r)?;
     cold_slates(&dir, args, &mut r)?;
@@ -263,7 +304,7 @@ fn as_of_throughput(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Resul
 fn reopen(engine: Engine, dir: &Path, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
     engine.close()?;
     let started = Instant::now();
-    let engine = Engine::open(dir, options(ReadBackend::Pread))?;
+    let engine = Engine::open(dir, options(args, args.backend.into()))?;
     r.reopen_clean_s = started.elapsed().as_secs_f64();
     // Overwrite enough rows to flush past the checkpoint, then drop the
     // engine without closing: the on-disk state a SIGKILL leaves.
@@ -284,7 +325,7 @@ fn reopen(engine: Engine, dir: &Path, args: &EngineArgs, r: &mut Report) -> Resu
     }
     drop(engine);
     let started = Instant::now();
-    let engine = Engine::open(dir, options(ReadBackend::Pread))?;
+    let engine = Engine::open(dir, options(args, args.backend.into()))?;
     r.reopen_crash_s = started.elapsed().as_secs_f64();
     engine.close()?;
     Ok(())
@@ -292,7 +333,7 @@ fn reopen(engine: Engine, dir: &Path, args: &EngineArgs, r: &mut Report) -> Resu
 
 fn cold_slates(dir: &Path, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
     for backend in [ReadBackend::Pread, ReadBackend::IoUring] {
-        let engine = Engine::open(dir, options(backend))?;
+        let engine = Engine::open(dir, options(args, backend))?;
         let effective = engine.io_backend();
         if backend == ReadBackend::IoUring {
             r.io_uring_available = effective == "io_uring";

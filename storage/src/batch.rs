@@ -16,7 +16,7 @@
 //!   and an inconsistent payload is an [`Error::Corruption`] naming the file
 //!   and byte offset, never a panic and never wrong data.
 //!
-//! The byte layout is documented in `docs/format-wal-manifest.md`.
+//! The byte layout is documented in `docs/format.md`.
 
 use crate::error::{Error, Result};
 use crate::types::{

@@ -15,7 +15,7 @@
 //!   read-only: after an fsync error the kernel may have dropped the dirty
 //!   pages, so nothing written since the last good sync can be promised.
 
-use crate::batch::{decode_wal_payload, encode_wal_payload, WriteBatch};
+use crate::batch::{decode_wal_payload, encode_wal_payload, WriteBatch, PAYLOAD_HEADER_LEN};
 use crate::engine::{Engine, Inner, WAL_DIR};
 use crate::hash_index::Location;
 use crate::memtable::Memtable;
@@ -71,7 +71,6 @@ pub(crate) struct WriterState {
     pub(crate) next_gen: u64,
     pub(crate) last_sync: Instant,
     pub(crate) unsynced: bool,
-    scratch: Vec<u8>,
 }
 
 impl WriterState {
@@ -90,7 +89,6 @@ impl WriterState {
             next_gen,
             last_sync: Instant::now(),
             unsynced: false,
-            scratch: Vec::new(),
         }
     }
 
@@ -183,9 +181,11 @@ impl Inner {
         let mut payloads = Vec::with_capacity(group.len());
         let mut seq = w.next_seq;
         for (_, batch) in group {
-            w.scratch.clear();
-            encode_wal_payload(batch, seq, ingest_ts, &mut w.scratch);
-            payloads.push(Bytes::copy_from_slice(&w.scratch));
+            // Encoded once: the same buffer is the WAL record and, shared,
+            // the memory of the memtable's keys and values.
+            let mut payload = Vec::with_capacity(batch.encoded_bytes() + PAYLOAD_HEADER_LEN);
+            encode_wal_payload(batch, seq, ingest_ts, &mut payload);
+            payloads.push(Bytes::from(payload));
             let n = batch.len() as u64;
             infos.push(CommitInfo {
                 first_seq: seq,

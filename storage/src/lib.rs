@@ -24,6 +24,7 @@ mod flush;
 mod memtable;
 mod merge;
 mod options;
+mod prefetch;
 mod read;
 mod recovery;
 mod snapshot;

@@ -8,7 +8,7 @@
 //!
 //! File layout: magic, format version, body length, body, xxh3_64 of
 //! everything before the checksum; all little-endian. See
-//! `docs/format-wal-manifest.md` for the byte tables.
+//! `docs/format.md` for the byte tables.
 //!
 //! Invariants, checked by [`commit`] (which refuses to write a state that
 //! [`load`] would reject) and again by [`load`]:

@@ -22,10 +22,11 @@
 use crate::engine::{Engine, Inner};
 use crate::hash_index::{IndexEntry, Location};
 use crate::options::TableOptions;
-use crate::sstable::{self, Block, Table};
+use crate::sstable::{self, Block, Cursor, Table};
 use crate::types::{Entry, Kind, Row, SeqNo, TableId, Timestamp, Version};
-use crate::version::ReadView;
+use crate::version::{ReadView, TableHandle};
 use crate::{Digest, Error, Result};
+use std::sync::Arc;
 
 /// Most keys accepted by one batched read.
 pub const MAX_BATCH_KEYS: usize = 4096;
@@ -40,6 +41,9 @@ pub struct AsOfQuery<'a> {
     /// If set, only versions ingested at or before this time are considered.
     pub known_at: Option<Timestamp>,
 }
+
+/// An SST block the hash index points at: its file, index and contents.
+type Located = (Arc<TableHandle>, u32, Block);
 
 /// Limits applied while searching sources.
 #[derive(Clone, Copy)]
@@ -66,9 +70,44 @@ impl Bounds {
     }
 }
 
+/// The version a point read chose, without its key.
+pub(crate) struct Hit {
+    pub(crate) event_ts: Timestamp,
+    pub(crate) ingest_ts: Timestamp,
+    pub(crate) seq: SeqNo,
+    pub(crate) kind: Kind,
+    pub(crate) value: bytes::Bytes,
+}
+
+impl From<Entry> for Hit {
+    fn from(e: Entry) -> Hit {
+        Hit {
+            event_ts: e.event_ts,
+            ingest_ts: e.ingest_ts,
+            seq: e.seq,
+            kind: e.kind,
+            value: e.value,
+        }
+    }
+}
+
+impl Hit {
+    /// Entry `pos` of `block`; shares the value's memory with the block.
+    fn from_block(block: &Block, pos: usize) -> Result<Hit> {
+        let r = block.entry(pos)?;
+        Ok(Hit {
+            event_ts: r.event_ts,
+            ingest_ts: r.ingest_ts,
+            seq: r.seq,
+            kind: r.kind,
+            value: block.value(pos)?,
+        })
+    }
+}
+
 /// Turns the chosen version into a visible row, or `None`.
 pub(crate) fn visible(
-    e: Entry,
+    e: Hit,
     read_ts: Timestamp,
     now: Timestamp,
     opts: TableOptions,
@@ -179,30 +218,63 @@ impl Engine {
 
 impl Inner {
     /// Newest versions (before visibility rules) of `keys`, in order.
+    ///
+    /// Staged so that the cache misses of all keys overlap: probe the index
+    /// for every key, load every block, prefetch every block's fingerprint
+    /// array, find every key's position and prefetch its entry, and only
+    /// then read the entries.
     fn latest_entries(
         &self,
         view: &ReadView,
         table: TableId,
         keys: &[&[u8]],
-    ) -> Result<Vec<Option<Entry>>> {
+    ) -> Result<Vec<Option<Hit>>> {
         let digests: Vec<Digest> = keys
             .iter()
             .map(|k| Digest::of(self.seed, table, k))
             .collect();
         let mut probes: Vec<Option<IndexEntry>> = Vec::with_capacity(keys.len());
         self.index.get_many(&digests, &mut probes);
-        let blocks = self.prefetch_blocks(view, &probes)?;
+        let blocks = self.load_located_blocks(view, &probes)?;
+        for (_, _, block) in blocks.iter().flatten() {
+            block.prefetch_fingerprints();
+        }
+        let mut positions = Vec::with_capacity(keys.len());
+        for (key, located) in keys.iter().zip(&blocks) {
+            let pos = match located {
+                Some((h, idx, block)) => h.table.first_version_in(block, *idx, table, key)?,
+                None => None,
+            };
+            if let (Some(pos), Some((_, _, block))) = (pos, located) {
+                block.prefetch_entry(pos);
+            }
+            positions.push(pos);
+        }
         let mut out = Vec::with_capacity(keys.len());
         for (i, (key, probe)) in keys.iter().zip(&probes).enumerate() {
-            let found = match probe {
-                None => None,
-                Some(ie) => match self.at_location(view, table, key, ie, blocks[i].as_ref())? {
-                    Some(e) => Some(e),
-                    None => {
-                        self.counters.add_slow_path();
-                        self.search(view, table, key, Bounds::latest(SeqNo::MAX))?
-                    }
-                },
+            let Some(ie) = probe else {
+                out.push(None);
+                continue;
+            };
+            let at = match (ie.loc, &blocks[i], positions[i]) {
+                (Location::Mem { gen }, _, _) => view
+                    .memtable(gen)
+                    .and_then(|m| m.first_version(table, key))
+                    .map(Hit::from),
+                (Location::Sst { .. }, Some((_, _, block)), Some(pos)) => {
+                    Some(Hit::from_block(block, pos)?)
+                }
+                (Location::Sst { .. }, _, _) => None,
+            };
+            // The index names the newest version by its event time; any
+            // other answer means the entry is stale: search instead.
+            let found = match at.filter(|e| e.event_ts == ie.event_ts) {
+                Some(e) => Some(e),
+                None => {
+                    self.counters.add_slow_path();
+                    self.search(view, table, key, Bounds::latest(SeqNo::MAX))?
+                        .map(Hit::from)
+                }
             };
             out.push(found);
         }
@@ -210,20 +282,21 @@ impl Inner {
     }
 
     /// Loads every SST block the probes point at, with one batched read for
-    /// the cache misses (one io_uring submission when enabled).
-    fn prefetch_blocks(
+    /// the cache misses (one io_uring submission when enabled). `None` for
+    /// probes that name a memtable, or a file no longer open.
+    fn load_located_blocks(
         &self,
         view: &ReadView,
         probes: &[Option<IndexEntry>],
-    ) -> Result<Vec<Option<Block>>> {
-        let mut handles = Vec::new();
+    ) -> Result<Vec<Option<Located>>> {
+        let mut located: Vec<(Arc<TableHandle>, u32)> = Vec::new();
         let mut slots = Vec::with_capacity(probes.len());
         for p in probes {
             let slot = match p.map(|p| p.loc) {
                 Some(Location::Sst { file_no, block }) => match self.sst(view, file_no) {
                     Some(h) if block < h.table.data_blocks() => {
-                        handles.push((h, block));
-                        Some(handles.len() - 1)
+                        located.push((h, block));
+                        Some(located.len() - 1)
                     }
                     _ => None,
                 },
@@ -231,43 +304,18 @@ impl Inner {
             };
             slots.push(slot);
         }
-        let reqs: Vec<(&Table, u32)> = handles.iter().map(|(h, b)| (&*h.table, *b)).collect();
-        let mut loaded: Vec<Option<Block>> = sstable::load_blocks(&*self.opts.fs, &reqs)?
+        let reqs: Vec<(&Table, u32)> = located.iter().map(|(h, b)| (&*h.table, *b)).collect();
+        let loaded = sstable::load_blocks(&*self.opts.fs, &reqs)?;
+        drop(reqs);
+        let mut loaded: Vec<Option<Located>> = located
             .into_iter()
-            .map(Some)
+            .zip(loaded)
+            .map(|((h, idx), block)| Some((h, idx, block)))
             .collect();
         Ok(slots
             .into_iter()
             .map(|s| s.and_then(|i| loaded[i].take()))
             .collect())
-    }
-
-    /// The version the index entry points at, if it checks out as the
-    /// newest version of exactly this key; `None` means "search instead".
-    fn at_location(
-        &self,
-        view: &ReadView,
-        table: TableId,
-        key: &[u8],
-        ie: &IndexEntry,
-        block: Option<&Block>,
-    ) -> Result<Option<Entry>> {
-        let entry = match ie.loc {
-            Location::Mem { gen } => view.memtable(gen).and_then(|m| m.first_version(table, key)),
-            Location::Sst {
-                file_no,
-                block: idx,
-            } => {
-                let (Some(h), Some(block)) = (self.sst(view, file_no), block) else {
-                    return Ok(None);
-                };
-                match h.table.first_version_in(block, idx, table, key)? {
-                    Some(pos) => Some(block_entry(block, pos)?),
-                    None => None,
-                }
-            }
-        };
-        Ok(entry.filter(|e| e.event_ts == ie.event_ts))
     }
 
     /// The best version over every source (memtables and SSTs) within
@@ -278,6 +326,20 @@ impl Inner {
         table: TableId,
         key: &[u8],
         bounds: Bounds,
+    ) -> Result<Option<Entry>> {
+        self.search_from(view, table, key, bounds, None)
+    }
+
+    /// [`Inner::search`], starting in the SST the hash index names (`hint`:
+    /// file and block of the key's newest version) without seeking it: the
+    /// key's versions are read on from there.
+    fn search_from(
+        &self,
+        view: &ReadView,
+        table: TableId,
+        key: &[u8],
+        bounds: Bounds,
+        hint: Option<(u64, u32)>,
     ) -> Result<Option<Entry>> {
         let mut best: Option<Entry> = None;
         let mut offer = |e: Entry| {
@@ -301,7 +363,17 @@ impl Inner {
             if !h.table.may_contain(digest) {
                 continue;
             }
-            if let Some(e) = first_admitted(&h.table, table, key, bounds)? {
+            let start = match hint {
+                Some((file_no, block)) if file_no == h.meta.file_no => {
+                    hinted_cursor(&h.table, block, table, key)?
+                }
+                _ => None,
+            };
+            let start = match start {
+                Some(c) => Some(c),
+                None => h.table.seek(table, key, bounds.max_event_ts, SeqNo::MAX)?,
+            };
+            if let Some(e) = first_admitted(start, table, key, bounds)? {
                 offer(e);
             }
         }
@@ -313,7 +385,7 @@ impl Inner {
         view: &ReadView,
         table: TableId,
         q: &AsOfQuery<'_>,
-    ) -> Result<Option<Entry>> {
+    ) -> Result<Option<Hit>> {
         let Some(ie) = self.index.get(Digest::of(self.seed, table, q.key)) else {
             // Not in the index: no version of this key exists anywhere.
             return Ok(None);
@@ -328,7 +400,13 @@ impl Inner {
             known_at: q.known_at,
             max_seq: SeqNo::MAX,
         };
-        self.search(view, table, q.key, bounds)
+        let hint = match ie.loc {
+            Location::Sst { file_no, block } => Some((file_no, block)),
+            Location::Mem { .. } => None,
+        };
+        Ok(self
+            .search_from(view, table, q.key, bounds, hint)?
+            .map(Hit::from))
     }
 
     /// Versions of one key in `[from, to]`, newest first, from every source.
@@ -375,23 +453,38 @@ impl Inner {
     }
 }
 
-/// The first version of `(table, key)` in `t` within `bounds`.
-fn first_admitted(
+/// A cursor on the first version of `(table, key)` in block `idx` of `t`,
+/// if that block holds it.
+fn hinted_cursor(
     t: &std::sync::Arc<Table>,
+    idx: u32,
+    table: TableId,
+    key: &[u8],
+) -> Result<Option<Cursor>> {
+    Ok(t.first_version_in_block(idx, table, key)?
+        .map(|(block, pos)| t.cursor_at(block, idx, pos)))
+}
+
+/// From `cursor` on, the first version of `(table, key)` within `bounds`.
+fn first_admitted(
+    cursor: Option<Cursor>,
     table: TableId,
     key: &[u8],
     bounds: Bounds,
 ) -> Result<Option<Entry>> {
-    let Some(mut cur) = t.seek(table, key, bounds.max_event_ts, SeqNo::MAX)? else {
+    let Some(mut cur) = cursor else {
         return Ok(None);
     };
     loop {
-        let e = cur.to_entry()?;
-        if !e.same_entity(table, key) {
+        let e = cur.entry()?;
+        if e.table != table || e.key != key {
             return Ok(None);
         }
-        if bounds.admits(&e) {
-            return Ok(Some(e));
+        if e.event_ts <= bounds.max_event_ts
+            && e.seq <= bounds.max_seq
+            && bounds.known_at.is_none_or(|w| e.ingest_ts <= w)
+        {
+            return cur.to_entry().map(Some);
         }
         if !cur.advance()? {
             return Ok(None);
@@ -418,17 +511,4 @@ fn collect_range(
             return Ok(());
         }
     }
-}
-
-fn block_entry(block: &Block, pos: usize) -> Result<Entry> {
-    let r = block.entry(pos)?;
-    Ok(Entry {
-        table: r.table,
-        key: bytes::Bytes::copy_from_slice(r.key),
-        event_ts: r.event_ts,
-        seq: r.seq,
-        ingest_ts: r.ingest_ts,
-        kind: r.kind,
-        value: block.value(pos)?,
-    })
 }

@@ -57,7 +57,7 @@ impl Snapshot {
             .inner
             .search(&self.view, table, key, Bounds::latest(self.seq))?;
         let opts = self.inner.table_options(table);
-        Ok(e.and_then(|e| visible(e, self.now, self.now, opts)))
+        Ok(e.and_then(|e| visible(e.into(), self.now, self.now, opts)))
     }
 
     /// The row as of `as_of`, optionally as known at `known_at`.
@@ -75,7 +75,7 @@ impl Snapshot {
         };
         let e = self.inner.search(&self.view, table, key, bounds)?;
         let opts = self.inner.table_options(table);
-        Ok(e.and_then(|e| visible(e, as_of, self.now, opts)))
+        Ok(e.and_then(|e| visible(e.into(), as_of, self.now, opts)))
     }
 
     /// Versions in `[from, to]`, newest first (see [`Engine::history`]).

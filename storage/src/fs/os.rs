@@ -22,11 +22,14 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReadBackend {
     /// One `pread` per read.
-    #[default]
     Pread,
     /// Copy out of a read-only memory map of the file.
     Mmap,
-    /// `pread` for single reads; one io_uring submission for batches.
+    /// `pread` for single reads; one io_uring submission for batches. The
+    /// default: as fast as the others when blocks are cached, and several
+    /// times faster for a slate whose blocks must come from disk
+    /// (docs/benchmarks.md).
+    #[default]
     IoUring,
 }
 

@@ -2,7 +2,7 @@
 //! tagged with the manifest it matches, so a restart need not rebuild the
 //! index by scanning every SST.
 //!
-//! Layout (little-endian; full table in `docs/format-index-checkpoint.md`):
+//! Layout (little-endian; full table in `docs/format.md`):
 //! a 40-byte header (magic, format version, entries per chunk, manifest id,
 //! entry count, xxh3 of the preceding header bytes), then the entries, 28
 //! bytes each, in chunks of `entries per chunk` (the last may be shorter),

@@ -6,7 +6,7 @@
 //! LSM depth, and [`HashIndex::get_many`] prefetches a whole request's slots
 //! first so that their cache misses overlap. It owns nothing on disk except
 //! its checkpoint (see [`HashIndex::write_checkpoint`] and
-//! `docs/format-index-checkpoint.md`).
+//! `docs/format.md`).
 //!
 //! Layout: [`SHARDS`] shards, chosen by the low bits of `Digest::lo`, each a
 //! `parking_lot::RwLock` around an open-addressing table of packed 28-byte

@@ -496,15 +496,7 @@ const PREFETCH_AHEAD_SLOTS: usize = 64 / SLOT_BYTES + 1;
 
 #[inline]
 fn prefetch_slot(slot: &Slot) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` is a hint that never faults and has no
-    // architectural effect; the pointer comes from a live reference anyway.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((slot as *const Slot).cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = slot;
+    crate::prefetch::prefetch(slot);
 }
 
 /// Most entries a table with `cap` slots may hold.

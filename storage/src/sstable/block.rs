@@ -320,6 +320,25 @@ impl Block {
         Ok(lo)
     }
 
+    /// Starts loading the block's fingerprint array into the CPU cache, for
+    /// a [`Block::find_first`] soon after.
+    #[inline]
+    pub fn prefetch_fingerprints(&self) {
+        if let Some(fps) = self.inner.data.get(self.inner.fingerprints_at..) {
+            crate::prefetch::prefetch(fps);
+        }
+    }
+
+    /// Starts loading entry `i`'s header and key into the CPU cache.
+    #[inline]
+    pub fn prefetch_entry(&self, i: usize) {
+        if let Ok(start) = self.entry_start(i) {
+            if let Some(entry) = self.inner.data.get(start..) {
+                crate::prefetch::prefetch(entry);
+            }
+        }
+    }
+
     /// Position of the first entry of `(table, key)` in this block (its
     /// newest version here), if any. Scans the fingerprint array and checks
     /// each candidate's key.

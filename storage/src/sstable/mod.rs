@@ -2,7 +2,7 @@
 //! in storage order, and the readers and writer for them.
 //!
 //! This module owns the SST file format (documented byte by byte in
-//! `docs/format-sstable.md`):
+//! `docs/format.md`):
 //!
 //! ```text
 //! header | data block 0 | ... | data block n-1 | bloom | key directory | index | properties | footer

@@ -220,6 +220,17 @@ impl Table {
         Ok(Some(pos))
     }
 
+    /// A cursor on entry `pos` of `block`, which must be this table's block
+    /// `idx` (as returned by [`Table::block`] or [`load_blocks`]).
+    pub fn cursor_at(self: &Arc<Self>, block: Block, idx: u32, pos: usize) -> Cursor {
+        Cursor {
+            table: Arc::clone(self),
+            block,
+            block_idx: idx,
+            pos,
+        }
+    }
+
     /// All entries in storage order, for compaction. Reads ahead in large
     /// chunks and does not touch the block cache. Keys and values are
     /// zero-copy slices of the read buffers.

@@ -20,7 +20,7 @@
 //!
 //! A segment has no trailer magic: it is an append-only log whose end is the
 //! end of its last valid record. The byte layout is documented in
-//! `docs/format-wal-manifest.md`.
+//! `docs/format.md`.
 
 mod reader;
 mod writer;
