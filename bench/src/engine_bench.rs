@@ -54,6 +54,9 @@ pub struct EngineArgs {
     /// skip the load and compaction, and report only the read figures.
     #[arg(long, requires = "dir")]
     skip_load: bool,
+    /// zstd level of SST blocks (default: the engine's default).
+    #[arg(long, allow_hyphen_values = true)]
+    zstd_level: Option<i32>,
     /// Block cache size in MiB (default: the engine's default).
     #[arg(long)]
     cache_mib: Option<usize>,
@@ -116,6 +119,7 @@ fn options(args: &EngineArgs, backend: ReadBackend) -> Options {
         block_cache_bytes: args
             .cache_mib
             .map_or(defaults.block_cache_bytes, |m| m << 20),
+        zstd_level: args.zstd_level.unwrap_or(defaults.zstd_level),
         ..defaults
     }
 }
