@@ -47,7 +47,8 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use options::{
     Clock, Durability, Options, SystemClock, TableOptions, DEFAULT_BLOCK_BYTES,
-    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES, DEFAULT_ZSTD_LEVEL,
+    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES,
+    DEFAULT_ZSTD_LEVEL,
 };
 pub use read::{AsOfQuery, MAX_BATCH_KEYS};
 pub use snapshot::Snapshot;
