@@ -143,7 +143,7 @@ impl Inner {
                 q.leader_active = true;
                 let group = take_group(&mut q.waiting);
                 drop(q);
-                let results = self.commit_group(group);
+                let results = self.commit_group_guarded(group);
                 q = self.commit.state.lock();
                 q.done.extend(results);
                 q.leader_active = false;
@@ -151,6 +151,28 @@ impl Inner {
                 continue;
             }
             self.commit.cv.wait(&mut q);
+        }
+    }
+
+    /// Commits a group; a panic (a bug) fails the group's writers and turns
+    /// the engine read-only instead of leaving every later writer waiting
+    /// for a leader that is gone.
+    fn commit_group_guarded(
+        &self,
+        group: Vec<(u64, WriteBatch)>,
+    ) -> Vec<(u64, Result<CommitInfo>)> {
+        let tickets: Vec<u64> = group.iter().map(|(t, _)| *t).collect();
+        let run = std::panic::AssertUnwindSafe(|| self.commit_group(group));
+        match std::panic::catch_unwind(run) {
+            Ok(results) => results,
+            Err(_) => {
+                let reason = "the commit leader panicked".to_owned();
+                self.set_read_only(reason.clone());
+                tickets
+                    .into_iter()
+                    .map(|t| (t, Err(Error::ReadOnly(reason.clone()))))
+                    .collect()
+            }
         }
     }
 
@@ -204,6 +226,8 @@ impl Inner {
         w.next_seq = seq;
         w.last_ingest_ts = ingest_ts;
         self.apply_to_memtable(w, &payloads)?;
+        self.visible_seq
+            .store(seq - 1, std::sync::atomic::Ordering::Release);
         let user_bytes: usize = payloads.iter().map(|p| p.len()).sum();
         self.counters.add_user_bytes(user_bytes as u64);
         Ok(infos)
@@ -266,6 +290,11 @@ impl Inner {
         if w.active.approximate_bytes() < self.opts.memtable_bytes {
             return Ok(());
         }
+        // Waiting holds the writer lock, which the interval sync thread
+        // needs: make what was acknowledged durable before waiting.
+        if w.unsynced {
+            self.sync_wal(w)?;
+        }
         self.wait_for_frozen_slot()?;
         self.rotate(w)
     }
@@ -273,8 +302,8 @@ impl Inner {
     fn wait_for_frozen_slot(&self) -> Result<()> {
         let mut bg = self.bg.lock();
         while self.view.read().mems.len() > self.opts.max_frozen_memtables {
-            if let Some(err) = &bg.error {
-                return Err(Error::ReadOnly(err.clone()));
+            if let Some(err) = &bg.flush_error {
+                return Err(Error::Background(err.clone()));
             }
             if bg.shutdown {
                 return Err(Error::Closed);
@@ -292,7 +321,19 @@ impl Inner {
         // torn tail can only ever be in the last segment.
         self.sync_wal(w)?;
         let next_segment = w.wal.segment_no() + 1;
-        let wal = WalWriter::create(self.opts.fs.clone(), &self.dir.join(WAL_DIR), next_segment)?;
+        let wal_dir = self.dir.join(WAL_DIR);
+        let wal = match WalWriter::create(self.opts.fs.clone(), &wal_dir, next_segment) {
+            Ok(wal) => wal,
+            Err(e) => {
+                // Nothing was written to it: remove it so the next attempt
+                // can create it again; the current segment stays in use.
+                let _ = self
+                    .opts
+                    .fs
+                    .remove(&crate::wal::segment_path(&wal_dir, next_segment));
+                return Err(e);
+            }
+        };
         let fresh = Arc::new(Memtable::new(w.next_gen, next_segment));
         w.next_gen += 1;
         w.wal = wal;
@@ -308,6 +349,8 @@ impl Inner {
                 version: view.version.clone(),
             });
         }
+        // Notify under the lock the flush thread checks before waiting.
+        let _bg = self.bg.lock();
         self.bg_cv.notify_all();
         Ok(())
     }
@@ -370,6 +413,7 @@ pub(crate) fn replicate(e: &Error) -> Error {
         },
         Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
         Error::ReadOnly(s) => Error::ReadOnly(s.clone()),
+        Error::Background(s) => Error::Background(s.clone()),
         Error::Closed => Error::Closed,
     }
 }

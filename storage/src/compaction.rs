@@ -145,10 +145,12 @@ impl Inner {
             .collect::<Result<Vec<_>>>()
             .and_then(|handles| self.install(&job, Change::Rewrite(handles)));
         if let Err(e) = installed {
+            // Nothing is deleted: the manifest commit may have landed (the
+            // engine is read-only now); outputs no manifest names are
+            // removed at the next open. No index entry names them yet.
             let mut tables = self.tables.write();
             for s in &outputs.summaries {
                 tables.remove(&s.file_no);
-                let _ = self.opts.fs.remove(&sst_path(&self.dir, s.file_no));
             }
             return Err(e);
         }
@@ -183,13 +185,9 @@ impl Inner {
         }
         let now = self.now();
         let opts = self.table_opts.read().clone();
-        (lo.0..=hi.0).all(|t| {
-            retained(
-                h.meta.min_event_ts,
-                now,
-                opts.get(&t).copied().unwrap_or_default(),
-            )
-        })
+        // Only configured tables can have a retention.
+        opts.range(lo.0..=hi.0)
+            .all(|(_, o)| retained(h.meta.min_event_ts, now, *o))
     }
 
     fn rewrite(&self, job: &Job) -> Result<Outputs> {
@@ -229,7 +227,6 @@ impl Inner {
             Change::Rewrite(handles) => handles,
         };
         let mut m = self.manifest.lock();
-        let mut view = self.view.write();
         let mut next = m.clone();
         next.id += 1;
         next.files.retain(|f| !removed.contains(&f.file_no));
@@ -240,7 +237,7 @@ impl Inner {
             next.counters.compaction_write_bytes +=
                 added.iter().map(|h| h.meta.file_bytes).sum::<u64>();
         }
-        crate::manifest::commit(&*self.opts.fs, &self.dir, &next)?;
+        self.commit_manifest(&next)?;
         *m = next;
         if !rewritten {
             let mut tables = self.tables.write();
@@ -248,10 +245,12 @@ impl Inner {
                 tables.insert(h.meta.file_no, h.clone());
             }
         }
+        let mut view = self.view.write();
         *view = Arc::new(ReadView {
             mems: view.mems.clone(),
             version: Arc::new(view.version.apply(&added, &removed)),
         });
+        drop(view);
         if rewritten {
             for h in &job.inputs {
                 h.mark_obsolete();

@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     pub(crate) read_only: Mutex<Option<String>>,
     pub(crate) is_read_only: AtomicBool,
     pub(crate) clock_high: AtomicI64,
+    /// Highest sequence number whose whole commit group is in the memtable
+    /// and the index. Readers ignore versions above it, so a batch becomes
+    /// visible all at once.
+    pub(crate) visible_seq: AtomicU64,
     pub(crate) counters: Counters,
     _lock: File,
 }
@@ -86,10 +90,12 @@ pub(crate) struct Inner {
 pub(crate) struct Background {
     pub(crate) shutdown: bool,
     pub(crate) compaction_requested: bool,
-    /// Number of flushes completed; waiters compare against it.
-    pub(crate) flushes_done: u64,
-    /// The last background failure, cleared by the next success.
-    pub(crate) error: Option<String>,
+    /// The last flush failure, cleared by the next successful flush. Writers
+    /// waiting for memtable space and `flush()` callers fail with it.
+    pub(crate) flush_error: Option<String>,
+    /// The last compaction failure, cleared by the next success; reported,
+    /// but it does not fail writes (level 0 only grows).
+    pub(crate) compaction_error: Option<String>,
 }
 
 impl Inner {
@@ -104,6 +110,13 @@ impl Inner {
     /// The current read view (memtables + live SSTs), pinned.
     pub(crate) fn pin(&self) -> Arc<ReadView> {
         self.view.read().clone()
+    }
+
+    /// The visible sequence number and a view holding every version up to
+    /// it (the number is read first: the view can only be newer).
+    pub(crate) fn pin_visible(&self) -> (Arc<ReadView>, SeqNo) {
+        let seq = self.visible_seq.load(Ordering::Acquire);
+        (self.pin(), seq)
     }
 
     /// The SST `file_no`, from the pinned view or else the registry.
@@ -124,12 +137,21 @@ impl Inner {
 
     /// Turns the engine read-only after a failure that breaks durability.
     pub(crate) fn set_read_only(&self, reason: String) {
-        tracing::error!(%reason, "engine is now read-only");
         let mut r = self.read_only.lock();
         if r.is_none() {
+            tracing::error!(%reason, "engine is now read-only");
             *r = Some(reason);
         }
         self.is_read_only.store(true, Ordering::Release);
+    }
+
+    /// Commits `next` as the manifest. A failure may come after the rename
+    /// (a failed directory fsync), so the on-disk state is unknown: the
+    /// engine turns read-only and the caller must delete nothing.
+    pub(crate) fn commit_manifest(&self, next: &ManifestState) -> Result<()> {
+        crate::manifest::commit(&*self.opts.fs, &self.dir, next).inspect_err(|e| {
+            self.set_read_only(format!("manifest commit failed: {e}"));
+        })
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
@@ -167,9 +189,11 @@ impl Engine {
             fs.create_dir_all(&d)
                 .map_err(|e| Error::io("create directory", &d, e))?;
         }
+        opts.validate()?;
         let lock = lock_dir(&dir)?;
         let cache = Arc::new(BlockCache::new(opts.block_cache_bytes));
         let recovered = crate::recovery::recover(&dir, &opts, &cache)?;
+        let visible_seq = recovered.writer.last_seq();
         let inner = Arc::new(Inner {
             seed: recovered.manifest.digest_seed,
             table_opts: RwLock::new(Arc::new(recovered.manifest.tables.clone())),
@@ -192,14 +216,23 @@ impl Engine {
             read_only: Mutex::new(None),
             is_read_only: AtomicBool::new(false),
             clock_high: AtomicI64::new(recovered.last_ingest_ts),
+            visible_seq: AtomicU64::new(visible_seq),
             counters: Counters::default(),
             cache,
             dir,
             opts,
             _lock: lock,
         });
+        let threads = match spawn_background(&inner) {
+            Ok(t) => t,
+            Err(e) => {
+                inner.bg.lock().shutdown = true;
+                inner.bg_cv.notify_all();
+                return Err(e);
+            }
+        };
         let engine = Engine {
-            threads: Mutex::new(spawn_background(&inner)),
+            threads: Mutex::new(threads),
             inner,
         };
         engine.inner.request_compaction();
@@ -207,12 +240,13 @@ impl Engine {
     }
 
     /// Sets a table's TTL and retention; persisted in the manifest.
+    ///
+    /// Waits for a running compaction, so none applies the old retention
+    /// after this returns. Lengthening retention makes versions that were
+    /// hidden, but not yet compacted away, readable again.
     pub fn configure_table(&self, table: TableId, options: TableOptions) -> Result<()> {
-        if options.ttl_us.is_some_and(|t| t <= 0) || options.retention_us.is_some_and(|r| r <= 0) {
-            return Err(Error::InvalidArgument(
-                "ttl and retention must be positive durations".into(),
-            ));
-        }
+        options.validate()?;
+        let _no_compaction = self.inner.compaction_lock.lock();
         let mut m = self.inner.manifest.lock();
         if m.tables.get(&table) == Some(&options) {
             return Ok(());
@@ -220,7 +254,7 @@ impl Engine {
         let mut next = m.clone();
         next.id += 1;
         next.tables.insert(table, options);
-        crate::manifest::commit(&*self.inner.opts.fs, &self.inner.dir, &next)?;
+        self.inner.commit_manifest(&next)?;
         *self.inner.table_opts.write() = Arc::new(next.tables.clone());
         *m = next;
         Ok(())
@@ -236,9 +270,9 @@ impl Engine {
         self.inner.now()
     }
 
-    /// The sequence number of the last committed version.
+    /// The sequence number of the last committed (visible) version.
     pub fn last_seq(&self) -> SeqNo {
-        self.inner.writer.lock().last_seq()
+        self.inner.visible_seq.load(Ordering::Acquire)
     }
 
     /// Freezes the active memtable and waits until every memtable frozen so
@@ -248,8 +282,9 @@ impl Engine {
         self.inner.wait_flushed(target)
     }
 
-    /// Flushes, then compacts every SST into the bottom level, applying
-    /// retention everywhere. Blocks until done.
+    /// Flushes, then compacts every SST into one level (the shallowest
+    /// whose target holds it all, and no shallower than the deepest level in
+    /// use), applying retention everywhere. Blocks until done.
     pub fn compact(&self) -> Result<()> {
         self.flush()?;
         self.inner.compact_all()
@@ -332,25 +367,36 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-fn spawn_background(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
+fn spawn_background(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let spawn = |name: &str, f: fn(&Inner)| {
-        let inner = inner.clone();
-        std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || f(&inner))
-    };
     for (name, f) in [
         ("tessera-flush", flush_loop as fn(&Inner)),
         ("tessera-compact", compaction_loop),
         ("tessera-sync", sync_loop),
     ] {
-        match spawn(name, f) {
+        let inner = inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || supervise(&inner, name, f));
+        match spawned {
             Ok(t) => threads.push(t),
-            Err(e) => tracing::error!(thread = name, error = %e, "could not start thread"),
+            Err(e) => return Err(Error::io("start thread", name, e)),
         }
     }
-    threads
+    Ok(threads)
+}
+
+/// Runs a background loop; if it panics (a bug), the engine stops taking
+/// writes instead of waiting forever on work that will never be done.
+fn supervise(inner: &Inner, name: &str, f: fn(&Inner)) {
+    let run = std::panic::AssertUnwindSafe(|| f(inner));
+    if std::panic::catch_unwind(run).is_err() {
+        inner.set_read_only(format!("background thread {name} panicked"));
+        let mut bg = inner.bg.lock();
+        bg.flush_error = Some(format!("background thread {name} panicked"));
+        drop(bg);
+        inner.bg_cv.notify_all();
+    }
 }
 
 fn flush_loop(inner: &Inner) {
@@ -366,7 +412,7 @@ fn flush_loop(inner: &Inner) {
                     inner.bg_cv.wait_for(&mut bg, COMPACTION_POLL);
                 }
             }
-            Err(e) => inner.background_failed("flush", &e),
+            Err(e) => inner.background_failed(true, &e),
         }
     }
 }
@@ -394,7 +440,7 @@ fn compaction_loop(inner: &Inner) {
                 Ok(true) if !inner.shutting_down() => inner.finish_background_step(false),
                 Ok(_) => break,
                 Err(e) => {
-                    inner.background_failed("compaction", &e);
+                    inner.background_failed(false, &e);
                     break;
                 }
             }
@@ -424,19 +470,26 @@ fn sync_loop(inner: &Inner) {
 impl Inner {
     fn finish_background_step(&self, flushed: bool) {
         let mut bg = self.bg.lock();
-        bg.error = None;
         if flushed {
-            bg.flushes_done += 1;
+            bg.flush_error = None;
             bg.compaction_requested = true;
+        } else {
+            bg.compaction_error = None;
         }
         drop(bg);
         self.bg_cv.notify_all();
     }
 
-    fn background_failed(&self, what: &str, e: &Error) {
+    fn background_failed(&self, flush: bool, e: &Error) {
+        let what = if flush { "flush" } else { "compaction" };
         tracing::error!(error = %e, "background {what} failed; retrying");
         let mut bg = self.bg.lock();
-        bg.error = Some(format!("background {what} failed: {e}"));
+        let msg = Some(format!("background {what} failed: {e}"));
+        if flush {
+            bg.flush_error = msg;
+        } else {
+            bg.compaction_error = msg;
+        }
         self.bg_cv.wait_for(&mut bg, BACKGROUND_RETRY);
         drop(bg);
         self.bg_cv.notify_all();
@@ -459,8 +512,8 @@ impl Inner {
             if bg.shutdown {
                 return Err(Error::Closed);
             }
-            if let Some(err) = &bg.error {
-                return Err(Error::ReadOnly(err.clone()));
+            if let Some(err) = &bg.flush_error {
+                return Err(Error::Background(err.clone()));
             }
             self.bg_cv.wait_for(&mut bg, COMPACTION_POLL);
         }

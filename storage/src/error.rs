@@ -59,6 +59,10 @@ pub enum Error {
     #[error("engine is read-only after a failed fsync: {0}")]
     ReadOnly(String),
 
+    /// A background flush keeps failing, so memtable space cannot be freed.
+    #[error("{0}")]
+    Background(String),
+
     /// The engine has been closed.
     #[error("engine is closed")]
     Closed,

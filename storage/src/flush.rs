@@ -17,7 +17,7 @@
 
 use crate::engine::{sst_path, Inner, SST_DIR, WAL_DIR};
 use crate::hash_index::Location;
-use crate::manifest::{self, FileMeta};
+use crate::manifest::FileMeta;
 use crate::memtable::Memtable;
 use crate::sstable::{BuildOptions, Table, TableBuilder, TableSummary};
 use crate::version::{ReadView, TableHandle};
@@ -76,7 +76,6 @@ impl Inner {
                 return Err(e);
             }
         };
-        let registered = handle.clone();
         // Point the index at the SST before any other thread can see it:
         // once installed, compaction may pick it, and its relocations only
         // move entries that already name an input file.
@@ -88,13 +87,14 @@ impl Inner {
                 .relocate(p.digest, |loc| loc == mem_loc, sst_loc(p.block));
         }
         if let Err(e) = self.install_flush(mem, handle) {
-            // The memtable is still live: point its keys back at it.
+            // The memtable is still live: point its keys back at it, so a
+            // retry relocates them to its own SST. Nothing is deleted: the
+            // commit may have landed (the engine is read-only now), and an
+            // SST no manifest names is removed at the next open.
             for p in &placements {
                 self.index
                     .relocate(p.digest, |loc| loc == sst_loc(p.block), mem_loc);
             }
-            self.tables.write().remove(&file_no);
-            registered.mark_obsolete();
             return Err(e);
         }
         self.delete_obsolete_wal();
@@ -153,15 +153,13 @@ impl Inner {
 
     fn install_flush(&self, mem: &Arc<Memtable>, handle: Arc<TableHandle>) -> Result<()> {
         let mut m = self.manifest.lock();
-        let mut view = self.view.write();
-        let remaining: Vec<Arc<Memtable>> = view
+        // Memtables only join the view while this runs, with newer WAL
+        // segments, so this minimum stays valid until the swap below.
+        let wal_min = self
+            .pin()
             .mems
             .iter()
             .filter(|x| !Arc::ptr_eq(x, mem))
-            .cloned()
-            .collect();
-        let wal_min = remaining
-            .iter()
             .map(|x| x.first_wal_segment())
             .min()
             .unwrap_or(mem.first_wal_segment() + 1);
@@ -173,10 +171,17 @@ impl Inner {
         next.last_ingest_ts = next.last_ingest_ts.max(self.now());
         next.counters.flush_bytes += handle.meta.file_bytes;
         next.counters.user_bytes += self.counters.take_user_bytes();
-        // On failure the user bytes taken above are lost from the
-        // statistics only.
-        manifest::commit(&*self.opts.fs, &self.dir, &next)?;
+        // The fsyncs happen without the view lock, so readers never wait
+        // on them.
+        self.commit_manifest(&next)?;
         *m = next;
+        let mut view = self.view.write();
+        let remaining: Vec<Arc<Memtable>> = view
+            .mems
+            .iter()
+            .filter(|x| !Arc::ptr_eq(x, mem))
+            .cloned()
+            .collect();
         *view = Arc::new(ReadView {
             mems: remaining,
             version: Arc::new(view.version.apply(&[handle], &HashSet::new())),

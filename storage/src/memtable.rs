@@ -106,7 +106,6 @@ pub(crate) struct Memtable {
     first_wal_segment: u64,
     map: SkipMap<MemKey, MemValue>,
     bytes: AtomicUsize,
-    min_seq: AtomicU64,
     max_seq: AtomicU64,
 }
 
@@ -119,7 +118,6 @@ impl Memtable {
             first_wal_segment,
             map: SkipMap::new(),
             bytes: AtomicUsize::new(0),
-            min_seq: AtomicU64::new(u64::MAX),
             max_seq: AtomicU64::new(0),
         }
     }
@@ -149,7 +147,6 @@ impl Memtable {
             },
         );
         self.bytes.fetch_add(charged, AtomicOrdering::Relaxed);
-        self.min_seq.fetch_min(e.seq, AtomicOrdering::Relaxed);
         self.max_seq.fetch_max(e.seq, AtomicOrdering::Relaxed);
     }
 

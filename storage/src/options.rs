@@ -28,6 +28,26 @@ pub struct TableOptions {
     pub retention_us: Option<i64>,
 }
 
+impl TableOptions {
+    /// Checks that both durations are positive and that retention is at
+    /// least the TTL (a version must not be deleted while it can be served).
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |what: &str| Err(crate::Error::InvalidArgument(what.to_owned()));
+        if self.ttl_us.is_some_and(|t| t <= 0) {
+            return bad("ttl must be a positive duration");
+        }
+        if self.retention_us.is_some_and(|r| r <= 0) {
+            return bad("retention must be a positive duration");
+        }
+        if let (Some(ttl), Some(retention)) = (self.ttl_us, self.retention_us) {
+            if retention < ttl {
+                return bad("retention must be at least the ttl");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Source of "now" for ingest timestamps, TTL and retention.
 pub trait Clock: Send + Sync + 'static {
     /// Microseconds since the Unix epoch.
@@ -93,6 +113,51 @@ pub struct Options {
     pub fs: Arc<dyn FileSystem>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+}
+
+/// Smallest memtable, SST target and level-1 target accepted (tests use
+/// tiny sizes to exercise flushes and compactions).
+const MIN_SIZE_BYTES: usize = 1024;
+
+impl Options {
+    /// Checks that the sizes and counts are usable.
+    pub fn validate(&self) -> crate::Result<()> {
+        let checks: [(bool, &str); 8] = [
+            (
+                self.memtable_bytes >= MIN_SIZE_BYTES,
+                "memtable_bytes must be at least 1 KiB",
+            ),
+            (
+                self.max_frozen_memtables >= 1,
+                "max_frozen_memtables must be at least 1",
+            ),
+            (self.block_bytes >= 64, "block_bytes must be at least 64"),
+            (
+                self.sst_target_bytes >= MIN_SIZE_BYTES as u64,
+                "sst_target_bytes must be at least 1 KiB",
+            ),
+            (
+                self.l0_compaction_trigger >= 2,
+                "l0_compaction_trigger must be at least 2",
+            ),
+            (
+                self.l1_target_bytes >= MIN_SIZE_BYTES as u64,
+                "l1_target_bytes must be at least 1 KiB",
+            ),
+            (
+                self.level_multiplier >= 2,
+                "level_multiplier must be at least 2",
+            ),
+            (
+                zstd::compression_level_range().contains(&self.zstd_level),
+                "zstd_level is out of zstd's range",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, what)) => Err(crate::Error::InvalidArgument((*what).to_owned())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for Options {

@@ -153,10 +153,10 @@ impl Engine {
     pub fn multi_latest(&self, table: TableId, keys: &[&[u8]]) -> Result<Vec<Option<Row>>> {
         check_batch(keys.len())?;
         let inner = &self.inner;
-        let view = inner.pin();
+        let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
         let opts = inner.table_options(table);
-        let found = inner.latest_entries(&view, table, keys)?;
+        let found = inner.latest_entries(&view, max_seq, table, keys)?;
         Ok(found
             .into_iter()
             .map(|e| e.and_then(|e| visible(e, now, now, opts)))
@@ -188,13 +188,13 @@ impl Engine {
     ) -> Result<Vec<Option<Row>>> {
         check_batch(queries.len())?;
         let inner = &self.inner;
-        let view = inner.pin();
+        let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
         let opts = inner.table_options(table);
         queries
             .iter()
             .map(|q| {
-                let e = inner.as_of_entry(&view, table, q)?;
+                let e = inner.as_of_entry(&view, max_seq, table, q)?;
                 Ok(e.and_then(|e| visible(e, q.as_of, now, opts)))
             })
             .collect()
@@ -210,9 +210,10 @@ impl Engine {
         to: Timestamp,
     ) -> Result<Vec<Version>> {
         let inner = &self.inner;
-        let view = inner.pin();
+        let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
-        inner.history(&view, table, key, from, to, SeqNo::MAX, now)
+        let opts = inner.table_options(table);
+        inner.history(&view, table, key, from, to, max_seq, now, opts)
     }
 }
 
@@ -226,6 +227,7 @@ impl Inner {
     fn latest_entries(
         &self,
         view: &ReadView,
+        max_seq: SeqNo,
         table: TableId,
         keys: &[&[u8]],
     ) -> Result<Vec<Option<Hit>>> {
@@ -235,7 +237,19 @@ impl Inner {
             .collect();
         let mut probes: Vec<Option<IndexEntry>> = Vec::with_capacity(keys.len());
         self.index.get_many(&digests, &mut probes);
-        let blocks = self.load_located_blocks(view, &probes)?;
+        self.latest_at(view, max_seq, table, keys, &probes)
+    }
+
+    /// [`Inner::latest_entries`] for index entries already read.
+    fn latest_at(
+        &self,
+        view: &ReadView,
+        max_seq: SeqNo,
+        table: TableId,
+        keys: &[&[u8]],
+        probes: &[Option<IndexEntry>],
+    ) -> Result<Vec<Option<Hit>>> {
+        let blocks = self.load_located_blocks(view, probes)?;
         for (_, _, block) in blocks.iter().flatten() {
             block.prefetch_fingerprints();
         }
@@ -251,7 +265,7 @@ impl Inner {
             positions.push(pos);
         }
         let mut out = Vec::with_capacity(keys.len());
-        for (i, (key, probe)) in keys.iter().zip(&probes).enumerate() {
+        for (i, (key, probe)) in keys.iter().zip(probes).enumerate() {
             let Some(ie) = probe else {
                 out.push(None);
                 continue;
@@ -267,12 +281,13 @@ impl Inner {
                 (Location::Sst { .. }, _, _) => None,
             };
             // The index names the newest version by its event time; any
-            // other answer means the entry is stale: search instead.
-            let found = match at.filter(|e| e.event_ts == ie.event_ts) {
+            // other answer means the entry is stale, and a version past
+            // `max_seq` belongs to a commit not yet visible: search instead.
+            let found = match at.filter(|e| e.event_ts == ie.event_ts && e.seq <= max_seq) {
                 Some(e) => Some(e),
                 None => {
                     self.counters.add_slow_path();
-                    self.search(view, table, key, Bounds::latest(SeqNo::MAX))?
+                    self.search(view, table, key, Bounds::latest(max_seq))?
                         .map(Hit::from)
                 }
             };
@@ -383,6 +398,7 @@ impl Inner {
     fn as_of_entry(
         &self,
         view: &ReadView,
+        max_seq: SeqNo,
         table: TableId,
         q: &AsOfQuery<'_>,
     ) -> Result<Option<Hit>> {
@@ -391,14 +407,19 @@ impl Inner {
             return Ok(None);
         };
         if q.known_at.is_none() && q.as_of >= ie.event_ts {
-            // The newest version is at or before T, so it is the answer.
-            let latest = self.latest_entries(view, table, &[q.key])?;
-            return Ok(latest.into_iter().next().flatten());
+            // The newest version is at or before T, so it is the answer,
+            // unless a newer one committed since the probe: check.
+            let latest = self.latest_at(view, max_seq, table, &[q.key], &[Some(ie)])?;
+            if let Some(hit) = latest.into_iter().next().flatten() {
+                if hit.event_ts <= q.as_of {
+                    return Ok(Some(hit));
+                }
+            }
         }
         let bounds = Bounds {
             max_event_ts: q.as_of,
             known_at: q.known_at,
-            max_seq: SeqNo::MAX,
+            max_seq,
         };
         let hint = match ie.loc {
             Location::Sst { file_no, block } => Some((file_no, block)),
@@ -420,11 +441,11 @@ impl Inner {
         to: Timestamp,
         max_seq: SeqNo,
         now: Timestamp,
+        opts: TableOptions,
     ) -> Result<Vec<Version>> {
         if from > to {
             return Ok(Vec::new());
         }
-        let opts = self.table_options(table);
         let keep =
             |e: &Entry| e.event_ts >= from && e.seq <= max_seq && retained(e.event_ts, now, opts);
         let mut all: Vec<Entry> = Vec::new();

@@ -39,6 +39,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
     let state = match manifest::load(fs, dir)? {
         Some(s) => s,
         None => {
+            refuse_without_manifest(dir, opts)?;
             let fresh = ManifestState::new(rand::random());
             manifest::commit(fs, dir, &fresh)?;
             fresh
@@ -68,6 +69,15 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
     let first_segment = live.first().copied().unwrap_or(next_segment);
     let mem = Arc::new(Memtable::new(1, first_segment));
     let replayed = replay_wal(dir, opts, &state, &live, &mem, &index)?;
+    // What was replayed may have been in the page cache only (a kill before
+    // the fsync): make it durable before a newer segment exists, so a power
+    // loss cannot leave a torn segment that is no longer the last one.
+    for &no in &live {
+        let p = wal::segment_path(&wal_dir, no);
+        fs.open_append(&p)
+            .and_then(|mut f| f.sync())
+            .map_err(|e| Error::io("fsync WAL segment", &p, e))?;
+    }
 
     // `state.last_seq` stays "flushed up to": the replayed versions are only
     // in the WAL until their memtable is flushed, and a manifest committed
@@ -86,6 +96,26 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
         writer,
         last_ingest_ts,
     })
+}
+
+/// A directory with SSTs or WAL segments but no manifest is damaged (or a
+/// partial copy): starting afresh would delete every SST as an orphan.
+fn refuse_without_manifest(dir: &Path, opts: &Options) -> Result<()> {
+    for sub in [SST_DIR, WAL_DIR] {
+        let d = dir.join(sub);
+        let names = opts
+            .fs
+            .list(&d)
+            .map_err(|e| Error::io("list directory", &d, e))?;
+        if !names.is_empty() {
+            return Err(Error::corruption(
+                dir.join(manifest::MANIFEST_FILE),
+                0,
+                format!("missing, but {} holds {} files", d.display(), names.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn open_tables(

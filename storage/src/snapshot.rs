@@ -3,35 +3,38 @@
 //!
 //! A snapshot pins a read view (its memtables and SST files stay alive) and
 //! a sequence number: versions committed after it are invisible, even though
-//! they may land in a pinned memtable. Its "now" (for TTL and retention) is
-//! frozen at creation, so repeated reads give identical answers.
+//! they may land in a pinned memtable. Its "now" and the table options (TTL,
+//! retention) are frozen at creation, so repeated reads give identical
+//! answers.
 
 use crate::engine::{Engine, Inner};
 use crate::merge::{MergeIter, Source};
+use crate::options::TableOptions;
 use crate::read::{retained, visible, Bounds};
 use crate::types::{Entry, Row, SeqNo, TableId, Timestamp, Version};
 use crate::version::ReadView;
 use crate::Result;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A consistent, read-only view of the engine at one commit.
+///
+/// It keeps the engine's shared state alive (including its directory lock)
+/// until dropped.
 pub struct Snapshot {
     inner: Arc<Inner>,
     view: Arc<ReadView>,
     seq: SeqNo,
     now: Timestamp,
+    table_opts: Arc<BTreeMap<TableId, TableOptions>>,
 }
 
 impl Engine {
     /// A snapshot at the last committed sequence number.
     pub fn snapshot(&self) -> Snapshot {
-        // Take the sequence number under the writer lock so that every
-        // version up to it is already in the view's memtables.
-        let w = self.inner.writer.lock();
-        let seq = w.last_seq();
-        let view = self.inner.pin();
-        drop(w);
+        let (view, seq) = self.inner.pin_visible();
         Snapshot {
+            table_opts: self.inner.table_opts.read().clone(),
             now: self.inner.now(),
             inner: self.inner.clone(),
             view,
@@ -41,6 +44,11 @@ impl Engine {
 }
 
 impl Snapshot {
+    /// TTL and retention as they were when the snapshot was taken.
+    fn options(&self, table: TableId) -> TableOptions {
+        self.table_opts.get(&table).copied().unwrap_or_default()
+    }
+
     /// The snapshot's sequence number.
     pub fn seq(&self) -> SeqNo {
         self.seq
@@ -56,7 +64,7 @@ impl Snapshot {
         let e = self
             .inner
             .search(&self.view, table, key, Bounds::latest(self.seq))?;
-        let opts = self.inner.table_options(table);
+        let opts = self.options(table);
         Ok(e.and_then(|e| visible(e.into(), self.now, self.now, opts)))
     }
 
@@ -74,7 +82,7 @@ impl Snapshot {
             max_seq: self.seq,
         };
         let e = self.inner.search(&self.view, table, key, bounds)?;
-        let opts = self.inner.table_options(table);
+        let opts = self.options(table);
         Ok(e.and_then(|e| visible(e.into(), as_of, self.now, opts)))
     }
 
@@ -86,8 +94,16 @@ impl Snapshot {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<Version>> {
-        self.inner
-            .history(&self.view, table, key, from, to, self.seq, self.now)
+        self.inner.history(
+            &self.view,
+            table,
+            key,
+            from,
+            to,
+            self.seq,
+            self.now,
+            self.options(table),
+        )
     }
 
     /// Every retained version of every entity of `table`, in storage order
@@ -103,7 +119,7 @@ impl Snapshot {
                 sources.push(Box::new(table_rows(h.table.clone(), table)));
             }
         }
-        let opts = self.inner.table_options(table);
+        let opts = self.options(table);
         let (seq, now) = (self.seq, self.now);
         MergeIter::new(sources).filter(move |r| match r {
             Ok(e) => e.seq <= seq && retained(e.event_ts, now, opts),

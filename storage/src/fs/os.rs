@@ -204,8 +204,9 @@ impl FileSystem for OsFs {
             let map = if len == 0 {
                 None
             } else {
-                // SAFETY: engine files are immutable once written (SSTs are
-                // renamed into place complete and never modified), so the
+                // SAFETY: the engine maps only files it no longer writes: an SST
+                // is opened for reading after its builder finished and
+                // fsynced it, and nothing modifies it afterwards, so the
                 // mapping cannot change under the reader.
                 Some(unsafe { memmap2::Mmap::map(&file)? })
             };
