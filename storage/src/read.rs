@@ -42,8 +42,8 @@ pub struct AsOfQuery<'a> {
     pub known_at: Option<Timestamp>,
 }
 
-/// An SST block the hash index points at: its file, index and contents.
-type Located = (Arc<TableHandle>, u32, Block);
+/// An SST block the hash index points at: its table, index and contents.
+type Located<'a> = (&'a Table, u32, Block);
 
 /// Limits applied while searching sources.
 #[derive(Clone, Copy)]
@@ -249,14 +249,15 @@ impl Inner {
         keys: &[&[u8]],
         probes: &[Option<IndexEntry>],
     ) -> Result<Vec<Option<Hit>>> {
-        let blocks = self.load_located_blocks(view, probes)?;
+        let mut extra = Vec::new();
+        let blocks = self.load_located_blocks(view, &mut extra, probes)?;
         for (_, _, block) in blocks.iter().flatten() {
             block.prefetch_fingerprints();
         }
         let mut positions = Vec::with_capacity(keys.len());
         for (key, located) in keys.iter().zip(&blocks) {
             let pos = match located {
-                Some((h, idx, block)) => h.table.first_version_in(block, *idx, table, key)?,
+                Some((t, idx, block)) => t.first_version_in(block, *idx, table, key)?,
                 None => None,
             };
             if let (Some(pos), Some((_, _, block))) = (pos, located) {
@@ -298,20 +299,41 @@ impl Inner {
 
     /// Loads every SST block the probes point at, with one batched read for
     /// the cache misses (one io_uring submission when enabled). `None` for
-    /// probes that name a memtable, or a file no longer open.
-    fn load_located_blocks(
+    /// probes that name a memtable, or a file no longer open. Tables are
+    /// borrowed from the view (or from `extra`, files only the registry
+    /// still holds) so the hot path takes no reference counts.
+    fn load_located_blocks<'a>(
         &self,
-        view: &ReadView,
+        view: &'a ReadView,
+        extra: &'a mut Vec<Arc<TableHandle>>,
         probes: &[Option<IndexEntry>],
-    ) -> Result<Vec<Option<Located>>> {
-        let mut located: Vec<(Arc<TableHandle>, u32)> = Vec::new();
+    ) -> Result<Vec<Option<Located<'a>>>> {
+        for p in probes {
+            if let Some(Location::Sst { file_no, .. }) = p.map(|p| p.loc) {
+                let known = view.version.table(file_no).is_some()
+                    || extra.iter().any(|h| h.meta.file_no == file_no);
+                if !known {
+                    if let Some(h) = self.tables.read().get(&file_no) {
+                        extra.push(h.clone());
+                    }
+                }
+            }
+        }
+        let extra: &'a [Arc<TableHandle>] = extra;
+        let find = |file_no: u64| -> Option<&'a Table> {
+            view.version
+                .table(file_no)
+                .or_else(|| extra.iter().find(|h| h.meta.file_no == file_no))
+                .map(|h| &*h.table)
+        };
+        let mut reqs: Vec<(&'a Table, u32)> = Vec::new();
         let mut slots = Vec::with_capacity(probes.len());
         for p in probes {
             let slot = match p.map(|p| p.loc) {
-                Some(Location::Sst { file_no, block }) => match self.sst(view, file_no) {
-                    Some(h) if block < h.table.data_blocks() => {
-                        located.push((h, block));
-                        Some(located.len() - 1)
+                Some(Location::Sst { file_no, block }) => match find(file_no) {
+                    Some(t) if block < t.data_blocks() => {
+                        reqs.push((t, block));
+                        Some(reqs.len() - 1)
                     }
                     _ => None,
                 },
@@ -319,13 +341,11 @@ impl Inner {
             };
             slots.push(slot);
         }
-        let reqs: Vec<(&Table, u32)> = located.iter().map(|(h, b)| (&*h.table, *b)).collect();
         let loaded = sstable::load_blocks(&*self.opts.fs, &reqs)?;
-        drop(reqs);
-        let mut loaded: Vec<Option<Located>> = located
+        let mut loaded: Vec<Option<Located<'a>>> = reqs
             .into_iter()
             .zip(loaded)
-            .map(|((h, idx), block)| Some((h, idx, block)))
+            .map(|((t, idx), block)| Some((t, idx, block)))
             .collect();
         Ok(slots
             .into_iter()
