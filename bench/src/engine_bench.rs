@@ -109,6 +109,8 @@ struct Report {
     cold_slate_io_uring_p50_us: f64,
     cold_slate_io_uring_p99_us: f64,
     io_uring_available: bool,
+    block_cache_hit_rate: f64,
+    slow_path_reads: u64,
 }
 
 fn options(args: &EngineArgs, backend: ReadBackend) -> Options {
@@ -278,6 +280,10 @@ fn warm_slates(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(),
     r.slate_p99_us = hist.value_at_quantile(0.99) as f64 / 1e3;
     r.slate_p999_us = hist.value_at_quantile(0.999) as f64 / 1e3;
     r.slate_max_us = hist.max() as f64 / 1e3;
+    let stats = engine.stats();
+    let lookups = stats.block_cache_hits + stats.block_cache_misses;
+    r.block_cache_hit_rate = stats.block_cache_hits as f64 / lookups.max(1) as f64;
+    r.slow_path_reads = stats.slow_path_reads;
     Ok(())
 }
 
