@@ -27,6 +27,7 @@ use crate::{Digest, Error, Result};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,6 +237,11 @@ impl Inner {
     fn sync_per_policy(&self, w: &mut WriterState) -> Result<()> {
         let due = match self.opts.durability {
             Durability::Sync => true,
+            Durability::Interval(_) if self.wal_syncer.lock().is_some() => {
+                // The sync thread makes it durable within the interval.
+                self.wal_dirty.store(true, Ordering::Release);
+                false
+            }
             Durability::Interval(every) => w.last_sync.elapsed() >= every,
             Durability::None => false,
         };
@@ -257,12 +263,26 @@ impl Inner {
         Ok(())
     }
 
-    /// Called by the sync thread under `Interval` durability.
-    pub(crate) fn sync_wal_if_due(&self, every: Duration) {
-        let mut w = self.writer.lock();
-        if w.unsynced && w.last_sync.elapsed() >= every {
-            // An error here has already turned the engine read-only.
-            let _ = self.sync_wal(&mut w);
+    /// Called by the sync thread under `Interval` durability: syncs the
+    /// current WAL segment without holding the writer lock, or, where the
+    /// file system offers no cross-thread sync, through the writer.
+    pub(crate) fn background_sync(&self, every: Duration) {
+        let syncer = self.wal_syncer.lock().clone();
+        let Some(syncer) = syncer else {
+            let mut w = self.writer.lock();
+            if w.unsynced && w.last_sync.elapsed() >= every {
+                // An error here has already turned the engine read-only.
+                let _ = self.sync_wal(&mut w);
+            }
+            return;
+        };
+        if !self.wal_dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let started = Instant::now();
+        match syncer.sync() {
+            Ok(()) => self.counters.record_fsync(started.elapsed()),
+            Err(e) => self.set_read_only(format!("WAL fsync failed: {e}")),
         }
     }
 
@@ -336,6 +356,9 @@ impl Inner {
         };
         let fresh = Arc::new(Memtable::new(w.next_gen, next_segment));
         w.next_gen += 1;
+        // The old segment was synced above; the sync thread moves on to the
+        // new one.
+        *self.wal_syncer.lock() = wal.syncer();
         w.wal = wal;
         let frozen = std::mem::replace(&mut w.active, fresh.clone());
         {

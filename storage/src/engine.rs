@@ -18,6 +18,7 @@
 
 use crate::cache::BlockCache;
 use crate::commit::{CommitQueue, WriterState};
+use crate::fs::FileSyncer;
 use crate::hash_index::HashIndex;
 use crate::manifest::ManifestState;
 use crate::options::{Durability, Options, TableOptions};
@@ -81,6 +82,12 @@ pub(crate) struct Inner {
     /// and the index. Readers ignore versions above it, so a batch becomes
     /// visible all at once.
     pub(crate) visible_seq: AtomicU64,
+    /// Syncs the current WAL segment from the sync thread under
+    /// `Durability::Interval`, so appends never wait on fsync (`None` where
+    /// the file system cannot: the leader then syncs inline when due).
+    pub(crate) wal_syncer: Mutex<Option<Arc<dyn FileSyncer>>>,
+    /// Set by the leader after an append the sync thread has not synced.
+    pub(crate) wal_dirty: AtomicBool,
     pub(crate) counters: Counters,
     _lock: File,
 }
@@ -194,6 +201,7 @@ impl Engine {
         let cache = Arc::new(BlockCache::new(opts.block_cache_bytes));
         let recovered = crate::recovery::recover(&dir, &opts, &cache)?;
         let visible_seq = recovered.writer.last_seq();
+        let wal_syncer = recovered.writer.wal.syncer();
         let inner = Arc::new(Inner {
             seed: recovered.manifest.digest_seed,
             table_opts: RwLock::new(Arc::new(recovered.manifest.tables.clone())),
@@ -217,6 +225,8 @@ impl Engine {
             is_read_only: AtomicBool::new(false),
             clock_high: AtomicI64::new(recovered.last_ingest_ts),
             visible_seq: AtomicU64::new(visible_seq),
+            wal_syncer: Mutex::new(wal_syncer),
+            wal_dirty: AtomicBool::new(false),
             counters: Counters::default(),
             cache,
             dir,
@@ -463,7 +473,7 @@ fn sync_loop(inner: &Inner) {
                 return;
             }
         }
-        inner.sync_wal_if_due(every);
+        inner.background_sync(every);
     }
 }
 

@@ -131,3 +131,31 @@ fn acknowledged_writes_survive_power_loss() {
     }
     assert_eq!(crash_points, 6);
 }
+
+/// Under `Interval` durability the sync thread fsyncs the WAL within the
+/// interval, off the write path: writes do not each wait for an fsync.
+#[test]
+fn interval_durability_syncs_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        durability: Durability::Interval(std::time::Duration::from_millis(10)),
+        ..Options::default()
+    };
+    let engine = Engine::open(dir.path(), opts).expect("open");
+    let writes = 200;
+    for i in 0..writes {
+        engine
+            .put(1, format!("k{i}").as_bytes(), i, b"v")
+            .expect("put");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while engine.stats().wal_fsyncs == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let fsyncs = engine.stats().wal_fsyncs;
+    assert!(fsyncs >= 1, "the sync thread never synced");
+    assert!(
+        fsyncs < writes as u64,
+        "{fsyncs} fsyncs for {writes} writes"
+    );
+}

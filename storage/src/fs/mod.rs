@@ -22,6 +22,13 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Makes a file's appended data durable from another thread than the one
+/// appending (the interval sync thread, so appends never wait on fsync).
+pub trait FileSyncer: Send + Sync {
+    /// Makes everything appended to the file so far durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+}
+
 /// A file opened for appending.
 pub trait WritableFile: Send + Sync {
     /// Appends all of `data` at the end of the file.
@@ -32,6 +39,15 @@ pub trait WritableFile: Send + Sync {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Current length in bytes, including unsynced appends.
     fn len(&self) -> u64;
+    /// A handle that syncs this file from another thread, where the
+    /// implementation supports it (`Unsupported` otherwise: callers then
+    /// sync through [`WritableFile::sync`]).
+    fn syncer(&self) -> io::Result<Arc<dyn FileSyncer>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no cross-thread sync for this file",
+        ))
+    }
     /// True if nothing has been written.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -110,6 +110,20 @@ impl WritableFile for OsWritable {
     fn len(&self) -> u64 {
         self.len
     }
+
+    fn syncer(&self) -> io::Result<Arc<dyn super::FileSyncer>> {
+        Ok(Arc::new(OsSyncer(self.file.try_clone()?)))
+    }
+}
+
+/// A second descriptor of a file being appended: fdatasync on it makes the
+/// data written through the first one durable.
+struct OsSyncer(File);
+
+impl super::FileSyncer for OsSyncer {
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 struct PreadFile {

@@ -134,6 +134,12 @@ impl WalWriter {
         synced.map_err(|e| self.fail("fsync", e))
     }
 
+    /// A handle that syncs this segment from another thread, if the file
+    /// system supports it.
+    pub fn syncer(&self) -> Option<std::sync::Arc<dyn crate::fs::FileSyncer>> {
+        self.file.syncer().ok()
+    }
+
     /// The number of the segment being written.
     pub fn segment_no(&self) -> u64 {
         self.segment_no
