@@ -32,6 +32,11 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+/// Entries a compaction writes between checks for a pending flush.
+const YIELD_CHECK_ENTRIES: usize = 1024;
+/// How long a compaction sleeps before re-checking a pending flush.
+const FLUSH_YIELD_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A chosen compaction.
 struct Job {
     inputs: Vec<Arc<TableHandle>>,
@@ -321,6 +326,8 @@ struct OutputWriter<'a> {
     dropped_entities: Vec<Digest>,
     started: Vec<u64>,
     current: Option<(TableId, Bytes, Digest, bool)>,
+    /// Entries written since the last check for a pending flush.
+    since_yield_check: usize,
 }
 
 impl<'a> OutputWriter<'a> {
@@ -335,6 +342,7 @@ impl<'a> OutputWriter<'a> {
             dropped_entities: Vec::new(),
             started: Vec::new(),
             current: None,
+            since_yield_check: 0,
         }
     }
 
@@ -357,6 +365,7 @@ impl<'a> OutputWriter<'a> {
     }
 
     fn push(&mut self, e: Entry, opts: TableOptions) -> Result<()> {
+        self.yield_to_flush();
         let same = self
             .current
             .as_ref()
@@ -393,6 +402,21 @@ impl<'a> OutputWriter<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Pauses while a frozen memtable waits for the flush thread: writers
+    /// stall on flushes, not on compaction, so on a machine with few cores
+    /// the flush gets the CPU first. The pause ends with the flush, so it
+    /// is bounded by one flush's duration.
+    fn yield_to_flush(&mut self) {
+        self.since_yield_check += 1;
+        if self.since_yield_check < YIELD_CHECK_ENTRIES {
+            return;
+        }
+        self.since_yield_check = 0;
+        while self.inner.has_frozen() && !self.inner.shutting_down() {
+            std::thread::sleep(FLUSH_YIELD_PAUSE);
+        }
     }
 
     fn end_entity(&mut self) {

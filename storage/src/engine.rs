@@ -174,7 +174,7 @@ impl Inner {
         self.bg_cv.notify_all();
     }
 
-    fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.bg.lock().shutdown
     }
 }
