@@ -201,7 +201,7 @@ impl Inner {
             .iter()
             .map(|h| Box::new(h.table.iter()) as Source<'_>)
             .collect();
-        let mut w = OutputWriter::new(self);
+        let mut w = OutputWriter::new(self, job.output_level);
         let result = w.consume(MergeIter::new(sources));
         match result.and_then(|()| w.finish()) {
             Ok(o) => Ok(o),
@@ -328,11 +328,13 @@ struct OutputWriter<'a> {
     current: Option<(TableId, Bytes, Digest, bool)>,
     /// Entries written since the last check for a pending flush.
     since_yield_check: usize,
+    output_level: usize,
 }
 
 impl<'a> OutputWriter<'a> {
-    fn new(inner: &'a Inner) -> Self {
+    fn new(inner: &'a Inner, output_level: usize) -> Self {
         OutputWriter {
+            output_level,
             inner,
             now: inner.now(),
             table_opts: inner.table_opts.read().clone(),
@@ -389,7 +391,7 @@ impl<'a> OutputWriter<'a> {
                     &*self.inner.opts.fs,
                     &path,
                     file_no,
-                    self.inner.build_options(),
+                    self.inner.build_options(self.output_level),
                 )?;
                 self.builder.insert((file_no, b))
             }

@@ -32,10 +32,15 @@ pub(crate) struct Placement {
 }
 
 impl Inner {
-    pub(crate) fn build_options(&self) -> BuildOptions {
+    /// Build settings for an SST of `level`. Level-0 SSTs (flushes) store
+    /// data blocks uncompressed unless `compress_level0` is set: the flush
+    /// is what writers wait on, level 0 is compacted away soon, and the
+    /// compaction that rewrites it compresses.
+    pub(crate) fn build_options(&self, level: usize) -> BuildOptions {
         BuildOptions {
             block_bytes: self.opts.block_bytes,
             zstd_level: self.opts.zstd_level,
+            compress_data: level > 0 || self.opts.compress_level0,
             bloom_bits_per_key: self.opts.bloom_bits_per_key,
             digest_seed: self.seed,
         }
@@ -108,7 +113,7 @@ impl Inner {
     ) -> Result<(TableSummary, Vec<Placement>)> {
         let fs = &*self.opts.fs;
         let path = sst_path(&self.dir, file_no);
-        let mut builder = TableBuilder::create(fs, &path, file_no, self.build_options())?;
+        let mut builder = TableBuilder::create(fs, &path, file_no, self.build_options(0))?;
         let mut placements = Vec::with_capacity(mem.len());
         let mut prev: Option<(u32, bytes::Bytes)> = None;
         for e in mem.iter() {

@@ -96,6 +96,10 @@ pub struct Options {
     pub block_bytes: usize,
     /// zstd level for data blocks.
     pub zstd_level: i32,
+    /// Compress the data blocks of level-0 SSTs (flushes) too. Off by
+    /// default: flushes are on the writers' critical path, and compaction
+    /// compresses level 0 as it rewrites it.
+    pub compress_level0: bool,
     /// Bloom filter bits per key.
     pub bloom_bits_per_key: u32,
     /// Target size of compaction output files.
@@ -169,6 +173,7 @@ impl Default for Options {
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             block_bytes: DEFAULT_BLOCK_BYTES,
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            compress_level0: false,
             bloom_bits_per_key: 10,
             sst_target_bytes: DEFAULT_SST_TARGET_BYTES,
             l0_compaction_trigger: 4,

@@ -45,6 +45,9 @@ pub struct BuildOptions {
     pub block_bytes: usize,
     /// zstd level for data and index blocks (zstd's accepted range).
     pub zstd_level: i32,
+    /// Whether data blocks are compressed at all (index and properties
+    /// blocks always may be).
+    pub compress_data: bool,
     /// Bloom filter bits per distinct key, `0..=64`; 0 writes no filter.
     pub bloom_bits_per_key: u32,
     /// The database's digest seed (from the manifest).
@@ -56,6 +59,7 @@ impl Default for BuildOptions {
         BuildOptions {
             block_bytes: DEFAULT_BLOCK_BYTES,
             zstd_level: 1,
+            compress_data: true,
             bloom_bits_per_key: 10,
             digest_seed: 0,
         }
@@ -69,6 +73,7 @@ impl BuildOptions {
         BuildOptions {
             block_bytes: opts.block_bytes,
             zstd_level: opts.zstd_level,
+            compress_data: true,
             bloom_bits_per_key: opts.bloom_bits_per_key,
             digest_seed,
         }
@@ -351,7 +356,8 @@ impl TableBuilder {
 
     /// Seals and writes the open block and records it in the index.
     fn flush_block(&mut self) -> Result<()> {
-        let written = self.writer.write_block(self.block.finish(), true);
+        let compress = self.opts.compress_data;
+        let written = self.writer.write_block(self.block.finish(), compress);
         let handle = match written {
             Ok(h) => h,
             Err(e) => {

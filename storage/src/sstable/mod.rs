@@ -328,6 +328,7 @@ pub(crate) mod test_support {
         BuildOptions {
             block_bytes,
             zstd_level: 1,
+            compress_data: true,
             bloom_bits_per_key: 10,
             digest_seed: 42,
         }
