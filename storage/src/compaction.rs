@@ -408,15 +408,16 @@ impl<'a> OutputWriter<'a> {
 
     /// Pauses while a frozen memtable waits for the flush thread: writers
     /// stall on flushes, not on compaction, so on a machine with few cores
-    /// the flush gets the CPU first. The pause ends with the flush, so it
-    /// is bounded by one flush's duration.
+    /// the flush gets the CPU first. The pause ends with the flush (so it is
+    /// bounded by one flush's duration), or when flushes fail or the engine
+    /// shuts down.
     fn yield_to_flush(&mut self) {
         self.since_yield_check += 1;
         if self.since_yield_check < YIELD_CHECK_ENTRIES {
             return;
         }
         self.since_yield_check = 0;
-        while self.inner.has_frozen() && !self.inner.shutting_down() {
+        while self.inner.has_frozen() && self.inner.flush_progressing() {
             std::thread::sleep(FLUSH_YIELD_PAUSE);
         }
     }

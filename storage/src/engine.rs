@@ -174,6 +174,13 @@ impl Inner {
         self.bg_cv.notify_all();
     }
 
+    /// True while flushes can be expected to finish: no shutdown and no
+    /// failing flush.
+    pub(crate) fn flush_progressing(&self) -> bool {
+        let bg = self.bg.lock();
+        !bg.shutdown && bg.flush_error.is_none()
+    }
+
     pub(crate) fn shutting_down(&self) -> bool {
         self.bg.lock().shutdown
     }
