@@ -84,8 +84,12 @@ pub struct EngineStats {
     pub compaction_write_bytes: u64,
     /// (WAL + flush + compaction bytes) / user bytes.
     pub write_amplification: f64,
-    /// True once a WAL failure made the engine refuse writes.
+    /// True once a WAL or manifest failure made the engine refuse writes.
     pub read_only: bool,
+    /// The last flush failure, until a flush succeeds again.
+    pub flush_error: Option<String>,
+    /// The last compaction failure, until a compaction succeeds again.
+    pub compaction_error: Option<String>,
 }
 
 impl Engine {
@@ -119,6 +123,10 @@ impl Engine {
             s.bytes_per_level[level] = view.version.level_bytes(level);
         }
         s.compaction_backlog_bytes = inner.compaction_backlog(&view.version);
+        let bg = inner.bg.lock();
+        s.flush_error = bg.flush_error.clone();
+        s.compaction_error = bg.compaction_error.clone();
+        drop(bg);
         if s.user_bytes > 0 {
             let written = s.user_bytes + s.flush_bytes + s.compaction_write_bytes;
             s.write_amplification = written as f64 / s.user_bytes as f64;
