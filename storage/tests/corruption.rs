@@ -195,3 +195,38 @@ fn corruption_errors_name_the_file_and_offset() {
     }
     assert!(err.to_string().contains(".sst"));
 }
+
+/// A damaged index checkpoint is only an accelerator: open rebuilds the
+/// index from the SSTs and every read is still right. A damaged manifest is
+/// reported as corruption of that file, never guessed around.
+#[test]
+fn damaged_checkpoint_is_rebuilt_and_damaged_manifest_is_refused() {
+    let pristine = tempfile::tempdir().expect("tempdir");
+    let e = populate(pristine.path(), true);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for _ in 0..40 {
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_dir(pristine.path(), work.path());
+        let index = work.path().join("INDEX");
+        let len = std::fs::metadata(&index).expect("INDEX exists").len() as usize;
+        flip(&index, rng.gen_range(0..len), 1 << rng.gen_range(0..8));
+        let engine = Engine::open(work.path(), opts()).expect("open rebuilds the index");
+        assert_eq!(read_all(&engine, e, false), 0);
+        engine
+            .verify_index()
+            .expect("rebuilt index agrees with scan");
+    }
+    for _ in 0..40 {
+        let work = tempfile::tempdir().expect("tempdir");
+        copy_dir(pristine.path(), work.path());
+        let manifest = work.path().join("MANIFEST");
+        let len = std::fs::metadata(&manifest).expect("MANIFEST exists").len() as usize;
+        flip(&manifest, rng.gen_range(0..len), 1 << rng.gen_range(0..8));
+        let err = Engine::open(work.path(), opts()).expect_err("a damaged manifest is refused");
+        assert!(err.is_corruption(), "unexpected error: {err}");
+        assert!(
+            err.to_string().contains("MANIFEST"),
+            "error does not name the file: {err}"
+        );
+    }
+}
