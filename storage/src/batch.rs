@@ -18,6 +18,7 @@
 //!
 //! The byte layout is documented in `docs/format.md`.
 
+use crate::codec::Decoder;
 use crate::error::{Error, Result};
 use crate::types::{
     check_limits, Entry, Kind, SeqNo, TableId, Timestamp, MAX_KEY_LEN, MAX_VALUE_LEN,
@@ -200,7 +201,6 @@ impl<'a> Iterator for BatchIter<'a> {
 /// Appends to `out` the WAL record payload for `batch`: header (first_seq
 /// u64, ingest_ts i64, count u32) then the encoded ops. Op i gets seq =
 /// first_seq + i.
-#[cfg_attr(not(test), allow(dead_code))] // used by the engine's commit path
 pub(crate) fn encode_wal_payload(
     batch: &WriteBatch,
     first_seq: SeqNo,
@@ -216,7 +216,6 @@ pub(crate) fn encode_wal_payload(
 }
 
 /// A batch decoded from a WAL record payload.
-#[cfg_attr(not(test), allow(dead_code))] // used by the engine's recovery path
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct DecodedBatch {
     /// Sequence number of the first entry.
@@ -233,7 +232,6 @@ pub(crate) struct DecodedBatch {
 /// a value, a key or value over the limits, a sequence number overflow, fewer
 /// ops than the count, trailing bytes) is an [`Error::Corruption`] at the
 /// offending byte. Keys and values are zero-copy slices of `payload`.
-#[cfg_attr(not(test), allow(dead_code))] // used by the engine's recovery path
 pub(crate) fn decode_wal_payload(
     payload: &Bytes,
     path: &Path,
@@ -355,100 +353,6 @@ fn decode_op<'a>(d: &mut Decoder<'a>) -> Result<BatchOp<'a>> {
         kind,
         value,
     })
-}
-
-/// Bounds-checked little-endian reader over bytes read from a file. Every
-/// failure is an [`Error::Corruption`] naming the file and the absolute byte
-/// offset (`base` + position in `buf`). Also used by the manifest decoder.
-pub(crate) struct Decoder<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: u64,
-    path: &'a Path,
-}
-
-impl<'a> Decoder<'a> {
-    /// A reader over `buf`, which starts at byte `base` of the file `path`.
-    pub(crate) fn new(buf: &'a [u8], path: &'a Path, base: u64) -> Self {
-        Decoder {
-            buf,
-            pos: 0,
-            base,
-            path,
-        }
-    }
-
-    /// Position in `buf` of the next byte to read.
-    pub(crate) fn pos(&self) -> usize {
-        self.pos
-    }
-
-    /// Absolute file offset of the next byte to read.
-    pub(crate) fn offset(&self) -> u64 {
-        self.base + self.pos as u64
-    }
-
-    /// Bytes not read yet.
-    pub(crate) fn remaining(&self) -> usize {
-        // `pos` only advances past bytes `take` found in `buf`.
-        self.buf.len() - self.pos
-    }
-
-    /// A corruption error at position `pos` of `buf`.
-    pub(crate) fn error_at(&self, pos: usize, reason: impl Into<String>) -> Error {
-        Error::corruption(self.path, self.base + pos as u64, reason)
-    }
-
-    /// A corruption error at the current position.
-    pub(crate) fn error_here(&self, reason: impl Into<String>) -> Error {
-        self.error_at(self.pos, reason)
-    }
-
-    /// The next `n` bytes, or an error naming `what` if fewer remain.
-    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let buf = self.buf;
-        match buf.get(self.pos..).and_then(|rest| rest.get(..n)) {
-            Some(out) => {
-                self.pos += n;
-                Ok(out)
-            }
-            None => Err(self.error_here(format!(
-                "truncated {what}: needs {n} bytes, {} remain",
-                self.remaining()
-            ))),
-        }
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    /// Reads a u8.
-    pub(crate) fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    /// Reads a little-endian u16.
-    pub(crate) fn u16(&mut self, what: &str) -> Result<u16> {
-        self.array(what).map(u16::from_le_bytes)
-    }
-
-    /// Reads a little-endian u32.
-    pub(crate) fn u32(&mut self, what: &str) -> Result<u32> {
-        self.array(what).map(u32::from_le_bytes)
-    }
-
-    /// Reads a little-endian u64.
-    pub(crate) fn u64(&mut self, what: &str) -> Result<u64> {
-        self.array(what).map(u64::from_le_bytes)
-    }
-
-    /// Reads a little-endian i64.
-    pub(crate) fn i64(&mut self, what: &str) -> Result<i64> {
-        self.array(what).map(i64::from_le_bytes)
-    }
 }
 
 #[cfg(test)]

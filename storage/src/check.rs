@@ -6,6 +6,7 @@ use crate::hash_index::Location;
 use crate::merge::{MergeIter, Source};
 use crate::read::retained;
 use crate::types::Entry;
+use crate::version::ReadView;
 use crate::{Digest, Error, Result};
 
 /// What [`Engine::verify_index`] found.
@@ -56,18 +57,18 @@ impl Engine {
             if !same {
                 report.entities += 1;
                 if let Some(n) = newest.take() {
-                    self.check_entity(&n, now)?;
+                    self.check_entity(&view, &n, now)?;
                 }
                 newest = Some(e);
             }
         }
         if let Some(n) = newest {
-            self.check_entity(&n, now)?;
+            self.check_entity(&view, &n, now)?;
         }
         Ok(report)
     }
 
-    fn check_entity(&self, newest: &Entry, now: i64) -> Result<()> {
+    fn check_entity(&self, view: &ReadView, newest: &Entry, now: i64) -> Result<()> {
         let inner = &self.inner;
         if !retained(newest.event_ts, now, inner.table_options(newest.table)) {
             return Ok(());
@@ -88,31 +89,30 @@ impl Engine {
                 ie.event_ts, newest.event_ts
             ));
         }
-        let view = inner.pin();
-        let at = match ie.loc {
+        let held_seq = match ie.loc {
             Location::Mem { gen } => view
                 .memtable(gen)
-                .and_then(|m| m.first_version(newest.table, &newest.key)),
-            Location::Sst { file_no, block } => match inner.sst(&view, file_no) {
+                .and_then(|m| m.first_version(newest.table, &newest.key))
+                .map(|e| e.seq),
+            Location::Sst { file_no, block } => match inner.sst(view, file_no) {
                 Some(h) => {
                     let b = h.table.block(block)?;
-                    h.table
+                    match h
+                        .table
                         .first_version_in(&b, block, newest.table, &newest.key)?
-                        .map(|pos| b.entry(pos).map(|r| r.seq))
-                        .transpose()?
-                        .map(|seq| Entry {
-                            seq,
-                            ..newest.clone()
-                        })
+                    {
+                        Some(pos) => Some(b.entry(pos)?.seq),
+                        None => None,
+                    }
                 }
                 None => None,
             },
         };
-        match at {
-            Some(e) if e.seq == newest.seq => Ok(()),
-            Some(e) => mismatch(format!(
-                "location {:?} holds seq {} but newest is seq {}",
-                ie.loc, e.seq, newest.seq
+        match held_seq {
+            Some(seq) if seq == newest.seq => Ok(()),
+            Some(seq) => mismatch(format!(
+                "location {:?} holds seq {seq} but newest is seq {}",
+                ie.loc, newest.seq
             )),
             None => mismatch(format!("location {:?} does not hold the key", ie.loc)),
         }

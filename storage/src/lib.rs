@@ -15,6 +15,7 @@
 
 mod batch;
 mod check;
+mod codec;
 mod commit;
 mod compaction;
 mod digest;

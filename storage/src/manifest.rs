@@ -18,7 +18,7 @@
 //!   (smallest ≤ largest, min ≤ max), and its boundary keys are within
 //!   [`MAX_KEY_LEN`].
 
-use crate::batch::Decoder;
+use crate::codec::Decoder;
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use crate::options::TableOptions;

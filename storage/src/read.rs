@@ -65,8 +65,11 @@ impl Bounds {
         }
     }
 
-    fn admits(&self, e: &Entry) -> bool {
-        e.seq <= self.max_seq && self.known_at.is_none_or(|w| e.ingest_ts <= w)
+    /// True if a version with these fields is within the bounds.
+    fn admits(&self, event_ts: Timestamp, seq: SeqNo, ingest_ts: Timestamp) -> bool {
+        event_ts <= self.max_event_ts
+            && seq <= self.max_seq
+            && self.known_at.is_none_or(|w| ingest_ts <= w)
     }
 }
 
@@ -388,7 +391,7 @@ impl Inner {
         for m in &view.mems {
             if let Some(e) = m
                 .versions_from(table, key, bounds.max_event_ts, SeqNo::MAX)
-                .find(|e| bounds.admits(e))
+                .find(|e| bounds.admits(e.event_ts, e.seq, e.ingest_ts))
             {
                 offer(e);
             }
@@ -521,10 +524,7 @@ fn first_admitted(
         if e.table != table || e.key != key {
             return Ok(None);
         }
-        if e.event_ts <= bounds.max_event_ts
-            && e.seq <= bounds.max_seq
-            && bounds.known_at.is_none_or(|w| e.ingest_ts <= w)
-        {
+        if bounds.admits(e.event_ts, e.seq, e.ingest_ts) {
             return cur.to_entry().map(Some);
         }
         if !cur.advance()? {

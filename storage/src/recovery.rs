@@ -71,8 +71,10 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
     let replayed = replay_wal(dir, opts, &state, &live, &mem, &index)?;
     // What was replayed may have been in the page cache only (a kill before
     // the fsync): make it durable before a newer segment exists, so a power
-    // loss cannot leave a torn segment that is no longer the last one.
-    for &no in &live {
+    // loss cannot leave a torn segment that is no longer the last one. Only
+    // the last segment can be unsynced: every earlier one was synced before
+    // its successor was created, by rotation or by an earlier recovery.
+    if let Some(&no) = live.last() {
         let p = wal::segment_path(&wal_dir, no);
         fs.open_append(&p)
             .and_then(|mut f| f.sync())

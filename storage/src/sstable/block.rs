@@ -543,21 +543,9 @@ mod tests {
     fn build(entries: &[Entry]) -> Bytes {
         let mut b = BlockBuilder::new(4096);
         for e in entries {
-            b.add(&as_ref(e));
+            b.add(&e.as_ref());
         }
         Bytes::copy_from_slice(b.finish())
-    }
-
-    fn as_ref(e: &Entry) -> EntryRef<'_> {
-        EntryRef {
-            table: e.table,
-            key: &e.key,
-            event_ts: e.event_ts,
-            seq: e.seq,
-            ingest_ts: e.ingest_ts,
-            kind: e.kind,
-            value: &e.value,
-        }
     }
 
     fn entry_strategy() -> impl Strategy<Value = Entry> {
@@ -597,7 +585,7 @@ mod tests {
             let block = Block::decode(build(&entries), path(), 3).unwrap();
             prop_assert_eq!(block.len(), entries.len());
             for (i, e) in entries.iter().enumerate() {
-                prop_assert_eq!(block.entry(i).unwrap(), as_ref(e));
+                prop_assert_eq!(block.entry(i).unwrap(), e.as_ref());
                 prop_assert_eq!(&block.to_entry(i).unwrap(), e);
                 prop_assert_eq!(block.value(i).unwrap(), e.value.clone());
             }

@@ -455,7 +455,7 @@ mod tests {
     fn out_of_order_and_duplicate_adds_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = builder(dir.path(), small_blocks(4096));
-        b.add(&as_ref(&put(1, b"b", 5, 5, b"v"))).unwrap();
+        b.add(&put(1, b"b", 5, 5, b"v").as_ref()).unwrap();
         let refused: [Entry; 5] = [
             put(1, b"b", 5, 5, b"v"), // equal
             put(1, b"b", 5, 6, b"v"), // higher seq sorts first
@@ -465,12 +465,12 @@ mod tests {
         ];
         for e in &refused {
             assert!(
-                matches!(b.add(&as_ref(e)), Err(Error::InvalidArgument(_))),
+                matches!(b.add(&e.as_ref()), Err(Error::InvalidArgument(_))),
                 "{e:?}"
             );
         }
         // Still usable after a refusal.
-        assert_eq!(b.add(&as_ref(&put(1, b"b", 5, 4, b"v"))).unwrap(), 0);
+        assert_eq!(b.add(&put(1, b"b", 5, 4, b"v").as_ref()).unwrap(), 0);
         assert_eq!(b.entries(), 2);
         assert_eq!(b.finish().unwrap().entries, 2);
     }
@@ -480,11 +480,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut b = builder(dir.path(), small_blocks(4096));
         let long_key = vec![0u8; crate::types::MAX_KEY_LEN + 1];
-        assert!(b.add(&as_ref(&put(1, &long_key, 0, 0, b""))).is_err());
+        assert!(b.add(&put(1, &long_key, 0, 0, b"").as_ref()).is_err());
         let mut tomb = put(1, b"k", 0, 0, b"x");
         tomb.kind = Kind::Tombstone;
         assert!(matches!(
-            b.add(&as_ref(&tomb)),
+            b.add(&tomb.as_ref()),
             Err(Error::InvalidArgument(_))
         ));
         assert_eq!(b.entries(), 0);
@@ -531,11 +531,11 @@ mod tests {
         // Each entry is 35 + 1 + 30 bytes, more than 64: one block each.
         for i in 0..3u8 {
             assert_eq!(
-                b.add(&as_ref(&put(1, &[i], 0, 0, &[0; 30]))).unwrap(),
+                b.add(&put(1, &[i], 0, 0, &[0; 30]).as_ref()).unwrap(),
                 u32::from(i)
             );
         }
-        let r = b.add(&as_ref(&put(1, &[9], 0, 0, &[0; 30])));
+        let r = b.add(&put(1, &[9], 0, 0, &[0; 30]).as_ref());
         assert!(matches!(r, Err(Error::InvalidArgument(_))));
         let s = b.finish().unwrap();
         assert_eq!((s.entries, s.data_blocks), (3, 3));
@@ -550,7 +550,7 @@ mod tests {
             // 35 + 4 + 61 = 100 bytes per entry, plus 4 for its offset:
             // nine entries fit under 1000 bytes with the count.
             last_block = b
-                .add(&as_ref(&put(1, &i.to_be_bytes(), 0, 0, &[1; 61])))
+                .add(&put(1, &i.to_be_bytes(), 0, 0, &[1; 61]).as_ref())
                 .unwrap();
             assert_eq!(last_block, i / 9);
         }

@@ -245,23 +245,10 @@ pub(crate) mod test_support {
     use super::*;
     use crate::cache::BlockCache;
     use crate::fs::{FileSystem, OsFs};
-    use crate::types::{Entry, EntryRef, Kind};
+    use crate::types::{Entry, Kind};
     use proptest::prelude::*;
     use std::path::PathBuf;
     use std::sync::Arc;
-
-    /// The borrowed form of an owned entry.
-    pub(crate) fn as_ref(e: &Entry) -> EntryRef<'_> {
-        EntryRef {
-            table: e.table,
-            key: &e.key,
-            event_ts: e.event_ts,
-            seq: e.seq,
-            ingest_ts: e.ingest_ts,
-            kind: e.kind,
-            value: &e.value,
-        }
-    }
 
     /// A put of `value` at `(table, key, event_ts, seq)`.
     pub(crate) fn put(table: TableId, key: &[u8], event_ts: i64, seq: u64, value: &[u8]) -> Entry {
@@ -318,7 +305,10 @@ pub(crate) mod test_support {
     ) -> (PathBuf, TableSummary, Vec<u32>) {
         let path = dir.join(name);
         let mut b = TableBuilder::create(&OsFs::default(), &path, 7, opts).unwrap();
-        let blocks = entries.iter().map(|e| b.add(&as_ref(e)).unwrap()).collect();
+        let blocks = entries
+            .iter()
+            .map(|e| b.add(&e.as_ref()).unwrap())
+            .collect();
         let summary = b.finish().unwrap();
         (path, summary, blocks)
     }
@@ -338,7 +328,7 @@ pub(crate) mod test_support {
     pub(crate) fn block_of_size(len: usize) -> Block {
         let mut b = block::BlockBuilder::new(len);
         let value = vec![7u8; len.saturating_sub(block::ENTRY_HEADER_LEN + 10)];
-        b.add(&as_ref(&put(1, b"", 0, 0, &value)));
+        b.add(&put(1, b"", 0, 0, &value).as_ref());
         Block::decode(Bytes::copy_from_slice(b.finish()), Path::new("/test"), 0).unwrap()
     }
 

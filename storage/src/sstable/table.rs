@@ -684,7 +684,7 @@ mod tests {
                 // Walk a few entries to cross block boundaries.
                 for e in entries.iter().skip(want).take(4) {
                     prop_assert_eq!(&c.to_entry().unwrap(), e);
-                    prop_assert_eq!(c.entry().unwrap(), as_ref(e));
+                    prop_assert_eq!(c.entry().unwrap(), e.as_ref());
                     prop_assert_eq!(c.value().unwrap(), e.value.clone());
                     c.advance().unwrap();
                 }
@@ -1140,7 +1140,7 @@ mod tests {
         let mut b =
             TableBuilder::create(&OsFs::default(), &path, 1, BuildOptions::default()).unwrap();
         for e in sample_entries() {
-            b.add(&as_ref(&e)).unwrap();
+            b.add(&e.as_ref()).unwrap();
         }
         drop(b);
         let err = open(&path).unwrap_err();

@@ -28,7 +28,7 @@ mod writer;
 pub use reader::{replay_segment, ReplayReport, TailPolicy};
 pub use writer::WalWriter;
 
-use crate::batch::Decoder;
+use crate::codec::Decoder;
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 use super::{
     check_segment_header, segment_path, MAX_WAL_RECORD_BYTES, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::batch::Decoder;
+use crate::codec::Decoder;
 use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use bytes::Bytes;
