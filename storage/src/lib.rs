@@ -51,7 +51,7 @@ pub use options::{
     DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES,
     DEFAULT_ZSTD_LEVEL,
 };
-pub use read::{AsOfQuery, MAX_BATCH_KEYS};
+pub use read::{AsOfQuery, TableKey, MAX_BATCH_KEYS};
 pub use snapshot::Snapshot;
 pub use stats::EngineStats;
 pub use types::{

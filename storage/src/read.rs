@@ -23,13 +23,16 @@ use crate::engine::{Engine, Inner};
 use crate::hash_index::{IndexEntry, Location};
 use crate::options::TableOptions;
 use crate::sstable::{self, Block, Cursor, Table};
-use crate::types::{Entry, Kind, Row, SeqNo, TableId, Timestamp, Version};
+use crate::types::{Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp, Version};
 use crate::version::{ReadView, TableHandle};
 use crate::{Digest, Error, Result};
 use std::sync::Arc;
 
 /// Most keys accepted by one batched read.
 pub const MAX_BATCH_KEYS: usize = 4096;
+
+/// A key of a given table, as batched reads across tables take them.
+pub type TableKey<'a> = (TableId, &'a [u8]);
 
 /// One lookup of a batched `as_of` read.
 #[derive(Clone, Copy, Debug)]
@@ -94,18 +97,101 @@ impl From<Entry> for Hit {
     }
 }
 
-impl Hit {
-    /// Entry `pos` of `block`; shares the value's memory with the block.
-    fn from_block(block: &Block, pos: usize) -> Result<Hit> {
-        let r = block.entry(pos)?;
-        Ok(Hit {
-            event_ts: r.event_ts,
-            ingest_ts: r.ingest_ts,
-            seq: r.seq,
-            kind: r.kind,
-            value: block.value(pos)?,
-        })
+/// Where a batched read found a key's version.
+enum Found<'b> {
+    /// In a cached SST block, not yet copied out.
+    InBlock(EntryRef<'b>),
+    /// Already owned (a memtable entry, or the result of a search).
+    Owned(Hit),
+}
+
+impl Found<'_> {
+    fn version(&self) -> (Timestamp, SeqNo) {
+        match self {
+            Found::InBlock(e) => (e.event_ts, e.seq),
+            Found::Owned(h) => (h.event_ts, h.seq),
+        }
     }
+}
+
+/// Turns a batch's findings into hits. The values found in blocks are
+/// copied into one buffer that the hits share: one allocation per batch,
+/// rather than a reference count on each value's block (a cache miss per
+/// key), and the rows returned do not hold blocks in memory.
+fn copy_out(found: Vec<Option<Found<'_>>>) -> Vec<Option<Hit>> {
+    let in_blocks: usize = found
+        .iter()
+        .map(|f| match f {
+            Some(Found::InBlock(e)) => e.value.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(in_blocks);
+    let ranges: Vec<_> = found
+        .iter()
+        .map(|f| match f {
+            Some(Found::InBlock(e)) => {
+                let at = buf.len();
+                buf.extend_from_slice(e.value);
+                at..buf.len()
+            }
+            _ => 0..0,
+        })
+        .collect();
+    let buf = bytes::Bytes::from(buf);
+    found
+        .into_iter()
+        .zip(ranges)
+        .map(|(f, range)| {
+            f.map(|f| match f {
+                Found::InBlock(e) => Hit {
+                    event_ts: e.event_ts,
+                    ingest_ts: e.ingest_ts,
+                    seq: e.seq,
+                    kind: e.kind,
+                    value: buf.slice(range),
+                },
+                Found::Owned(h) => h,
+            })
+        })
+        .collect()
+}
+
+/// For each key, the position of its first version in the block the index
+/// located it in, if there. Staged so that the cache misses of all keys
+/// overlap: prefetch every block's trailer (fingerprints and offsets), then
+/// every candidate entry, and only then compare keys.
+fn first_versions(
+    keys: &[TableKey<'_>],
+    blocks: &[Option<Located<'_>>],
+) -> Result<Vec<Option<usize>>> {
+    for (_, _, block) in blocks.iter().flatten() {
+        block.prefetch_trailer();
+    }
+    let candidates: Vec<Option<(usize, u16)>> = keys
+        .iter()
+        .zip(blocks)
+        .map(|(&(table, key), located)| {
+            let (t, idx, block) = located.as_ref()?;
+            let fp = sstable::fingerprint(table, key);
+            let c = block.first_candidate(fp)?;
+            block.prefetch_entry(c);
+            if c == 0 {
+                t.prefetch_span_check(*idx);
+            }
+            Some((c, fp))
+        })
+        .collect();
+    keys.iter()
+        .zip(blocks)
+        .zip(candidates)
+        .map(|((&(table, key), located), c)| match (located, c) {
+            (Some((t, idx, block)), Some((c, fp))) => {
+                t.first_version_from(block, *idx, c, fp, table, key)
+            }
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 /// Turns the chosen version into a visible row, or `None`.
@@ -155,14 +241,32 @@ impl Engine {
     /// The latest visible rows of many keys of one table, in request order.
     pub fn multi_latest(&self, table: TableId, keys: &[&[u8]]) -> Result<Vec<Option<Row>>> {
         check_batch(keys.len())?;
+        let keys: Vec<TableKey<'_>> = keys.iter().map(|&k| (table, k)).collect();
+        self.multi_latest_across(&keys)
+    }
+
+    /// The latest visible rows of `(table, key)` pairs that may span
+    /// tables (a slate: one user's row and its candidates' rows), in
+    /// request order. One read view and one staged pass serve them all, so
+    /// the memory latency of every key overlaps.
+    pub fn multi_latest_across(&self, keys: &[TableKey<'_>]) -> Result<Vec<Option<Row>>> {
+        check_batch(keys.len())?;
         let inner = &self.inner;
         let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
-        let opts = inner.table_options(table);
-        let found = inner.latest_entries(&view, max_seq, table, keys)?;
+        let found = inner.latest_entries(&view, max_seq, keys)?;
+        let mut opts: Option<(TableId, TableOptions)> = None;
         Ok(found
             .into_iter()
-            .map(|e| e.and_then(|e| visible(e, now, now, opts)))
+            .zip(keys)
+            .map(|(e, &(table, _))| {
+                let o = match opts {
+                    Some((t, o)) if t == table => o,
+                    _ => inner.table_options(table),
+                };
+                opts = Some((table, o));
+                e.and_then(|e| visible(e, now, now, o))
+            })
             .collect())
     }
 
@@ -231,16 +335,15 @@ impl Inner {
         &self,
         view: &ReadView,
         max_seq: SeqNo,
-        table: TableId,
-        keys: &[&[u8]],
+        keys: &[TableKey<'_>],
     ) -> Result<Vec<Option<Hit>>> {
         let digests: Vec<Digest> = keys
             .iter()
-            .map(|k| Digest::of(self.seed, table, k))
+            .map(|&(table, k)| Digest::of(self.seed, table, k))
             .collect();
         let mut probes: Vec<Option<IndexEntry>> = Vec::with_capacity(keys.len());
         self.index.get_many(&digests, &mut probes);
-        self.latest_at(view, max_seq, table, keys, &probes)
+        self.latest_at(view, max_seq, keys, &probes)
     }
 
     /// [`Inner::latest_entries`] for index entries already read.
@@ -248,56 +351,48 @@ impl Inner {
         &self,
         view: &ReadView,
         max_seq: SeqNo,
-        table: TableId,
-        keys: &[&[u8]],
+        keys: &[TableKey<'_>],
         probes: &[Option<IndexEntry>],
     ) -> Result<Vec<Option<Hit>>> {
         let mut extra = Vec::new();
         let blocks = self.load_located_blocks(view, &mut extra, probes)?;
-        for (_, _, block) in blocks.iter().flatten() {
-            block.prefetch_fingerprints();
-        }
-        let mut positions = Vec::with_capacity(keys.len());
-        for (key, located) in keys.iter().zip(&blocks) {
-            let pos = match located {
-                Some((t, idx, block)) => t.first_version_in(block, *idx, table, key)?,
-                None => None,
-            };
-            if let (Some(pos), Some((_, _, block))) = (pos, located) {
-                block.prefetch_entry(pos);
-            }
-            positions.push(pos);
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for (i, (key, probe)) in keys.iter().zip(probes).enumerate() {
+        let positions = first_versions(keys, &blocks)?;
+        let mut found = Vec::with_capacity(keys.len());
+        for (i, (&(table, key), probe)) in keys.iter().zip(probes).enumerate() {
             let Some(ie) = probe else {
-                out.push(None);
+                found.push(None);
                 continue;
             };
             let at = match (ie.loc, &blocks[i], positions[i]) {
                 (Location::Mem { gen }, _, _) => view
                     .memtable(gen)
                     .and_then(|m| m.first_version(table, key))
-                    .map(Hit::from),
+                    .map(|e| Found::Owned(Hit::from(e))),
                 (Location::Sst { .. }, Some((_, _, block)), Some(pos)) => {
-                    Some(Hit::from_block(block, pos)?)
+                    let entry = block.entry(pos)?;
+                    // Copied out once every key is found (see `copy_out`).
+                    crate::prefetch::prefetch_to_l2(entry.value);
+                    Some(Found::InBlock(entry))
                 }
                 (Location::Sst { .. }, _, _) => None,
             };
             // The index names the newest version by its event time; any
             // other answer means the entry is stale, and a version past
             // `max_seq` belongs to a commit not yet visible: search instead.
-            let found = match at.filter(|e| e.event_ts == ie.event_ts && e.seq <= max_seq) {
-                Some(e) => Some(e),
+            let found_here = at.filter(|f| {
+                let (event_ts, seq) = f.version();
+                event_ts == ie.event_ts && seq <= max_seq
+            });
+            found.push(match found_here {
+                Some(f) => Some(f),
                 None => {
                     self.counters.add_slow_path();
                     self.search(view, table, key, Bounds::latest(max_seq))?
-                        .map(Hit::from)
+                        .map(|e| Found::Owned(Hit::from(e)))
                 }
-            };
-            out.push(found);
+            });
         }
-        Ok(out)
+        Ok(copy_out(found))
     }
 
     /// Loads every SST block the probes point at, with one batched read for
@@ -311,6 +406,8 @@ impl Inner {
         extra: &'a mut Vec<Arc<TableHandle>>,
         probes: &[Option<IndexEntry>],
     ) -> Result<Vec<Option<Located<'a>>>> {
+        // Files the index names that this view no longer holds (replaced by
+        // a compaction since it was pinned) are still open in the registry.
         for p in probes {
             if let Some(Location::Sst { file_no, .. }) = p.map(|p| p.loc) {
                 let known = view.version.table(file_no).is_some()
@@ -329,30 +426,34 @@ impl Inner {
                 .or_else(|| extra.iter().find(|h| h.meta.file_no == file_no))
                 .map(|h| &*h.table)
         };
-        let mut reqs: Vec<(&'a Table, u32)> = Vec::new();
-        let mut slots = Vec::with_capacity(probes.len());
+        let mut reqs: Vec<(&'a Table, u32)> = Vec::with_capacity(probes.len());
+        let mut requested = Vec::with_capacity(probes.len());
+        // Consecutive keys often live in the same file: remember the last.
+        let mut last: Option<(u64, Option<&'a Table>)> = None;
         for p in probes {
-            let slot = match p.map(|p| p.loc) {
-                Some(Location::Sst { file_no, block }) => match find(file_no) {
-                    Some(t) if block < t.data_blocks() => {
-                        reqs.push((t, block));
-                        Some(reqs.len() - 1)
-                    }
-                    _ => None,
-                },
+            let req = match p.map(|p| p.loc) {
+                Some(Location::Sst { file_no, block }) => {
+                    let table = match last {
+                        Some((n, t)) if n == file_no => t,
+                        _ => find(file_no),
+                    };
+                    last = Some((file_no, table));
+                    table
+                        .filter(|t| block < t.data_blocks())
+                        .map(|t| (t, block))
+                }
                 _ => None,
             };
-            slots.push(slot);
+            requested.push(req.is_some());
+            reqs.extend(req);
         }
         let loaded = sstable::load_blocks(&*self.opts.fs, &reqs)?;
-        let mut loaded: Vec<Option<Located<'a>>> = reqs
+        // Requests were made in probe order: hand them back in that order.
+        let mut loaded = reqs.into_iter().zip(loaded);
+        Ok(requested
             .into_iter()
-            .zip(loaded)
-            .map(|((t, idx), block)| Some((t, idx, block)))
-            .collect();
-        Ok(slots
-            .into_iter()
-            .map(|s| s.and_then(|i| loaded[i].take()))
+            .map(|r| r.then(|| loaded.next()).flatten())
+            .map(|l| l.map(|((t, idx), block)| (t, idx, block)))
             .collect())
     }
 
@@ -432,7 +533,7 @@ impl Inner {
         if q.known_at.is_none() && q.as_of >= ie.event_ts {
             // The newest version is at or before T, so it is the answer,
             // unless a newer one committed since the probe: check.
-            let latest = self.latest_at(view, max_seq, table, &[q.key], &[Some(ie)])?;
+            let latest = self.latest_at(view, max_seq, &[(table, q.key)], &[Some(ie)])?;
             if let Some(hit) = latest.into_iter().next().flatten() {
                 if hit.event_ts <= q.as_of {
                     return Ok(Some(hit));

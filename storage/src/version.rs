@@ -17,7 +17,7 @@ use crate::manifest::FileMeta;
 use crate::memtable::Memtable;
 use crate::sstable::Table;
 use crate::types::{cmp_entity, TableId};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -77,17 +77,23 @@ impl Drop for TableHandle {
 /// An immutable set of live SSTs.
 pub(crate) struct Version {
     levels: Vec<Vec<Arc<TableHandle>>>,
-    by_file: HashMap<u64, Arc<TableHandle>>,
+    /// Every file, sorted by file number: point reads find the file a hash
+    /// index entry names by binary search, cheaper than hashing per key.
+    by_file: Vec<(u64, Arc<TableHandle>)>,
 }
 
 impl Version {
     /// A version holding `handles`, placed by their `meta.level`.
     pub(crate) fn new(handles: Vec<Arc<TableHandle>>) -> Version {
         let mut levels: Vec<Vec<Arc<TableHandle>>> = vec![Vec::new(); NUM_LEVELS];
-        let mut by_file = HashMap::with_capacity(handles.len());
+        let mut by_file: Vec<_> = handles
+            .iter()
+            .map(|h| (h.meta.file_no, h.clone()))
+            .collect();
+        by_file.sort_by_key(|(file_no, _)| *file_no);
+        by_file.dedup_by_key(|(file_no, _)| *file_no);
         for h in handles {
             let level = (h.meta.level as usize).min(NUM_LEVELS - 1);
-            by_file.insert(h.meta.file_no, h.clone());
             levels[level].push(h);
         }
         // Level 0: newest first (flushes carry increasing sequence numbers).
@@ -107,9 +113,9 @@ impl Version {
     pub(crate) fn apply(&self, added: &[Arc<TableHandle>], removed: &HashSet<u64>) -> Version {
         let mut handles: Vec<Arc<TableHandle>> = self
             .by_file
-            .values()
-            .filter(|h| !removed.contains(&h.meta.file_no))
-            .cloned()
+            .iter()
+            .filter(|(file_no, _)| !removed.contains(file_no))
+            .map(|(_, h)| h.clone())
             .collect();
         handles.extend(added.iter().cloned());
         Version::new(handles)
@@ -117,7 +123,11 @@ impl Version {
 
     /// The live file with this number.
     pub(crate) fn table(&self, file_no: u64) -> Option<&Arc<TableHandle>> {
-        self.by_file.get(&file_no)
+        let i = self
+            .by_file
+            .binary_search_by_key(&file_no, |(n, _)| *n)
+            .ok()?;
+        self.by_file.get(i).map(|(_, h)| h)
     }
 
     /// Files of one level (level 0 newest first, others in key order).

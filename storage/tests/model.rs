@@ -46,6 +46,8 @@ enum Op {
         t: usize,
         ks: Vec<usize>,
     },
+    /// A batch mixing tables (and so their TTL and retention rules).
+    MultiLatestAcross(Vec<(usize, usize)>),
     AsOf {
         t: usize,
         k: usize,
@@ -78,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0i64..6).prop_map(Op::Tick),
         3 => (t.clone(), k.clone()).prop_map(|(t, k)| Op::Latest { t, k }),
         2 => (t.clone(), prop::collection::vec(k.clone(), 1..8)).prop_map(|(t, ks)| Op::MultiLatest { t, ks }),
+        2 => prop::collection::vec((t.clone(), k.clone()), 1..8).prop_map(Op::MultiLatestAcross),
         3 => (t.clone(), k.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, k, at, known)| Op::AsOf { t, k, at, known }),
         2 => (t.clone(), k.clone(), e.clone(), e.clone()).prop_map(|(t, k, from, to)| Op::History { t, k, from, to }),
         1 => Just(Op::Flush),
@@ -292,6 +295,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(row_tuple)
                     .collect();
                 let want: Vec<_> = keys.iter().map(|k| model.latest(t, k, now)).collect();
+                prop_assert_eq!(got, want);
+            }
+            Op::MultiLatestAcross(lookups) => {
+                let lookups: Vec<(u32, Vec<u8>)> =
+                    lookups.iter().map(|&(t, k)| (TABLES[t], key(k))).collect();
+                let refs: Vec<(u32, &[u8])> =
+                    lookups.iter().map(|(t, k)| (*t, k.as_slice())).collect();
+                let got: Vec<_> = eng
+                    .multi_latest_across(&refs)
+                    .expect("multi_latest_across")
+                    .into_iter()
+                    .map(row_tuple)
+                    .collect();
+                let want: Vec<_> = lookups
+                    .iter()
+                    .map(|(t, k)| model.latest(*t, k, now))
+                    .collect();
                 prop_assert_eq!(got, want);
             }
             Op::AsOf { t, k, at, known } => {

@@ -46,6 +46,8 @@ const AT_VALUE_LEN: usize = 7;
 const AT_EVENT_TS: usize = 11;
 const AT_SEQ: usize = 19;
 const AT_INGEST_TS: usize = 27;
+/// Key bytes [`Block::prefetch_entry`] brings in with an entry's header.
+const KEY_PREFETCH_LEN: usize = 16;
 /// Size of one entry offset and of the trailing count.
 const U32_LEN: usize = 4;
 /// Size of one fingerprint.
@@ -320,23 +322,53 @@ impl Block {
         Ok(lo)
     }
 
-    /// Starts loading the block's fingerprint array into the CPU cache, for
-    /// a [`Block::find_first`] soon after.
+    /// Address of the block's shared header (its reference count and
+    /// layout), for [`crate::prefetch::prefetch_addr`].
     #[inline]
-    pub fn prefetch_fingerprints(&self) {
-        if let Some(fps) = self.inner.data.get(self.inner.fingerprints_at..) {
+    pub(crate) fn header_addr(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Starts loading the block's trailer into the CPU cache: the
+    /// fingerprint array and the end of the offset array before it, which
+    /// in a block of a few dozen entries share a line or two. A
+    /// [`Block::find_first`] soon after then reads both without waiting.
+    #[inline]
+    pub fn prefetch_trailer(&self) {
+        let inner = &*self.inner;
+        if let Some(fps) = inner.data.get(inner.fingerprints_at..) {
             crate::prefetch::prefetch(fps);
+        }
+        if let Some(offsets) = inner.data.get(inner.offsets_at..) {
+            crate::prefetch::prefetch(offsets);
         }
     }
 
-    /// Starts loading entry `i`'s header and key into the CPU cache.
+    /// Starts loading entry `i`'s header and key into the CPU cache (the
+    /// two may straddle a cache line).
     #[inline]
     pub fn prefetch_entry(&self, i: usize) {
         if let Ok(start) = self.entry_start(i) {
-            if let Some(entry) = self.inner.data.get(start..) {
+            let end = start.saturating_add(ENTRY_HEADER_LEN + KEY_PREFETCH_LEN);
+            if let Some(entry) = self.inner.data.get(start..end.min(self.inner.data.len())) {
                 crate::prefetch::prefetch(entry);
+                if let Some(last) = entry.last() {
+                    crate::prefetch::prefetch(last);
+                }
             }
         }
+    }
+
+    /// Position of the first entry whose fingerprint is `fp`: where
+    /// [`Block::find_first`] would compare its first key. Lets a batched
+    /// read prefetch that entry before comparing anything.
+    #[inline]
+    pub(crate) fn first_candidate(&self, fp: u16) -> Option<usize> {
+        let inner = &*self.inner;
+        let end = inner.fingerprints_at.checked_add(FP_LEN * inner.count)?;
+        let fps = inner.data.get(inner.fingerprints_at..end)?;
+        fps.chunks_exact(FP_LEN)
+            .position(|stored| stored == fp.to_le_bytes())
     }
 
     /// Position of the first entry of `(table, key)` in this block (its

@@ -163,6 +163,14 @@ impl BlockIndex {
         self.entries.get(idx as usize)
     }
 
+    /// The fingerprint of each block's last `(table, key)`, in block order.
+    pub(crate) fn last_fingerprints(&self) -> Box<[u16]> {
+        self.entries
+            .iter()
+            .map(|e| super::block::fingerprint(e.table, &e.key))
+            .collect()
+    }
+
     /// The first block whose last entry is >= `target`; `len()` if none.
     #[inline]
     pub(crate) fn find(&self, target: (TableId, &[u8], Timestamp, SeqNo)) -> u32 {

@@ -32,6 +32,7 @@ mod index;
 mod keydir;
 mod table;
 
+pub(crate) use block::fingerprint;
 pub use block::Block;
 pub use builder::{BuildOptions, TableBuilder};
 pub use footer::HEADER_LEN;

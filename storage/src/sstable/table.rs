@@ -20,7 +20,7 @@ use super::footer::{
 use super::index::BlockIndex;
 use super::keydir::{self, KeyDirEntry};
 use super::{TableSummary, MAX_BLOCK_LEN};
-use crate::cache::BlockCache;
+use crate::cache::{BlockCache, BlockSlots};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, RandomAccessFile, ReadOp};
@@ -41,6 +41,12 @@ pub struct Table {
     path: Arc<Path>,
     file: Arc<dyn RandomAccessFile>,
     cache: Arc<BlockCache>,
+    /// This table's blocks in `cache`.
+    slots: Arc<BlockSlots>,
+    /// Per data block, the fingerprint of its last entry's `(table, key)`:
+    /// tells point reads, without touching the index, that a key found at
+    /// the start of a block cannot also end the previous one.
+    last_fps: Box<[u16]>,
     summary: TableSummary,
     index: BlockIndex,
     bloom: Bloom,
@@ -95,6 +101,8 @@ impl Table {
             path: Arc::from(path),
             file,
             cache,
+            slots: BlockSlots::new(index.len()),
+            last_fps: index.last_fingerprints(),
             summary: props.to_summary(file_no, file_len),
             index,
             bloom,
@@ -135,7 +143,7 @@ impl Table {
     #[inline]
     pub fn block(&self, idx: u32) -> Result<Block> {
         self.check_block_no(idx)?;
-        if let Some(b) = self.cache.get(self.file_no, idx) {
+        if let Some(b) = self.cache.get(&self.slots, idx) {
             return Ok(b);
         }
         self.block_miss(idx)
@@ -144,7 +152,7 @@ impl Table {
     #[cold]
     fn block_miss(&self, idx: u32) -> Result<Block> {
         let block = self.read_block(idx)?;
-        self.cache.insert(self.file_no, idx, block.clone());
+        self.cache.insert(&self.slots, idx, block.clone());
         Ok(block)
     }
 
@@ -210,14 +218,56 @@ impl Table {
         let Some(pos) = block.find_first(table, key)? else {
             return Ok(None);
         };
-        if pos == 0 && idx > 0 {
-            let prev = self.index.get(idx - 1);
-            if prev.is_some_and(|p| cmp_entity((p.table, &p.key), (table, key)) == Ordering::Equal)
-            {
-                return Ok(None);
-            }
+        let fp = super::block::fingerprint(table, key);
+        Ok((!self.spans_from(pos, idx, fp, table, key)).then_some(pos))
+    }
+
+    /// [`Table::first_version_in`] starting from `candidate`, the block's
+    /// first entry with the key's fingerprint `fp`
+    /// ([`Block::first_candidate`]): when that entry is the key
+    /// (fingerprints rarely collide) no other entry is compared.
+    pub(crate) fn first_version_from(
+        &self,
+        block: &Block,
+        idx: u32,
+        candidate: usize,
+        fp: u16,
+        table: TableId,
+        key: &[u8],
+    ) -> Result<Option<usize>> {
+        let (t, k, _, _) = block.key_at(candidate)?;
+        if t != table || k != key {
+            return self.first_version_in(block, idx, table, key);
         }
-        Ok(Some(pos))
+        Ok((!self.spans_from(candidate, idx, fp, table, key)).then_some(candidate))
+    }
+
+    /// True if `(table, key)`, of fingerprint `fp`, found at position `pos`
+    /// of block `idx` also has versions at the end of the previous block
+    /// (which hold its first versions in this file).
+    fn spans_from(&self, pos: usize, idx: u32, fp: u16, table: TableId, key: &[u8]) -> bool {
+        if pos != 0 || idx == 0 {
+            return false;
+        }
+        let prev = idx as usize - 1;
+        // A different fingerprint rules it out; equal ones are confirmed.
+        self.last_fps.get(prev).is_none_or(|&f| f == fp)
+            && self
+                .index
+                .get(idx - 1)
+                .is_some_and(|p| cmp_entity((p.table, &p.key), (table, key)) == Ordering::Equal)
+    }
+
+    /// Starts loading what [`Table::first_version_from`] checks of block
+    /// `idx` beyond the block itself.
+    #[inline]
+    pub(crate) fn prefetch_span_check(&self, idx: u32) {
+        if let Some(fp) = (idx as usize)
+            .checked_sub(1)
+            .and_then(|p| self.last_fps.get(p))
+        {
+            crate::prefetch::prefetch(fp);
+        }
     }
 
     /// A cursor on entry `pos` of `block`, which must be this table's block
@@ -331,6 +381,12 @@ impl Table {
     }
 }
 
+impl Drop for Table {
+    fn drop(&mut self) {
+        self.cache.release(&self.slots);
+    }
+}
+
 impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
@@ -387,14 +443,21 @@ fn read_meta(
 /// twice is read once. If the batch fails, the misses are read one by one so
 /// that a persistent failure names its file. Results are in request order.
 pub fn load_blocks(fs: &dyn FileSystem, reqs: &[(&Table, u32)]) -> Result<Vec<Block>> {
+    // Issue every slot's load before reading any, so their misses overlap.
+    for &(table, idx) in reqs {
+        table.check_block_no(idx)?;
+        table.slots.prefetch(idx);
+    }
+    for &(table, idx) in reqs {
+        table.slots.prefetch_block(idx);
+    }
     let mut out: Vec<Option<Block>> = Vec::with_capacity(reqs.len());
     // Distinct missing blocks, and for each request the miss it waits on.
     let mut misses: Vec<(&Table, u32)> = Vec::new();
     let mut waits: Vec<(usize, usize)> = Vec::new();
     let mut slot_of: HashMap<(*const Table, u32), usize> = HashMap::new();
     for (i, &(table, idx)) in reqs.iter().enumerate() {
-        table.check_block_no(idx)?;
-        let hit = table.cache.get(table.file_no, idx);
+        let hit = table.cache.peek(&table.slots, idx);
         if hit.is_none() {
             let slot = *slot_of
                 .entry((table as *const Table, idx))
@@ -405,6 +468,10 @@ pub fn load_blocks(fs: &dyn FileSystem, reqs: &[(&Table, u32)]) -> Result<Vec<Bl
             waits.push((i, slot));
         }
         out.push(hit);
+    }
+    if let Some(&(table, _)) = reqs.first() {
+        let missed = waits.len() as u64;
+        table.cache.count(reqs.len() as u64 - missed, missed);
     }
     if misses.is_empty() {
         return Ok(out.into_iter().flatten().collect());
@@ -447,7 +514,7 @@ fn read_misses(fs: &dyn FileSystem, misses: &[(&Table, u32)]) -> Result<Vec<Bloc
             Err(_) => read_exact(&*table.file, &table.path, h.offset, h.stored_len())?,
         };
         let block = table.finish_block(idx, Bytes::from(buf))?;
-        table.cache.insert(table.file_no, idx, block.clone());
+        table.cache.insert(&table.slots, idx, block.clone());
         blocks.push(block);
     }
     Ok(blocks)
@@ -771,6 +838,42 @@ mod tests {
     }
 
     #[test]
+    fn first_version_from_checks_its_candidate_and_spans() {
+        // Key "a" then "k" (spanning blocks) then "z".
+        let mut entries = vec![put(1, b"a", 5, 1, &[1; 30])];
+        entries.extend((0..20).rev().map(|ts| put(1, b"k", ts, 1, &[ts as u8; 30])));
+        entries.push(put(1, b"z", 5, 1, &[2; 30]));
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = build(dir.path(), "t.sst", &entries, small_blocks(64));
+        let t = open(&path).unwrap();
+        let fp = |key: &[u8]| super::super::block::fingerprint(1, key);
+        for idx in 0..t.data_blocks() {
+            let block = t.block(idx).unwrap();
+            for key in [&b"a"[..], b"k", b"z"] {
+                let expected = t.first_version_in(&block, idx, 1, key).unwrap();
+                // From the block's own candidate, and from a wrong candidate
+                // (as after a fingerprint collision): the same answer.
+                if let Some(c) = block.first_candidate(fp(key)) {
+                    let got = t.first_version_from(&block, idx, c, fp(key), 1, key);
+                    assert_eq!(got.unwrap(), expected, "block {idx}");
+                }
+                for wrong in 0..block.len() {
+                    let got = t.first_version_from(&block, idx, wrong, fp(key), 1, key);
+                    assert_eq!(got.unwrap(), expected, "block {idx}, candidate {wrong}");
+                }
+            }
+        }
+        // Only the first block holding "k" answers for it.
+        let answers = (0..t.data_blocks())
+            .filter(|&idx| {
+                let block = t.block(idx).unwrap();
+                t.first_version_in(&block, idx, 1, b"k").unwrap().is_some()
+            })
+            .count();
+        assert_eq!(answers, 1);
+    }
+
+    #[test]
     fn empty_table() {
         let dir = tempfile::tempdir().unwrap();
         let (path, summary, _) = build(dir.path(), "e.sst", &[], small_blocks(4096));
@@ -979,8 +1082,14 @@ mod tests {
         assert!(cache.used_bytes() >= b0.size_bytes());
         t.block(0).unwrap();
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
-        assert!(cache.get(3, 0).is_some());
+        assert!(cache.get(&t.slots, 0).is_some());
         assert!(t.drop_page_cache().is_ok());
+        drop(t);
+        assert_eq!(
+            cache.used_bytes(),
+            0,
+            "a closed table's blocks stay charged"
+        );
     }
 
     #[test]
