@@ -9,6 +9,12 @@ mod engine_bench;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: the engine allocates and frees
+/// cache blocks and per-read buffers constantly, and on the warm slate
+/// benchmark mimalloc is about 10% faster than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tessera-bench", about = "Tessera benchmarks", version)]
 struct Cli {

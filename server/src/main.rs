@@ -10,6 +10,12 @@
 mod demo;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than the system allocator: the engine allocates and frees
+/// cache blocks and per-read buffers constantly, and on the warm slate
+/// benchmark mimalloc is about 10% faster than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 
 /// Default data directory, relative to the working directory.

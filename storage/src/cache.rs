@@ -2,11 +2,14 @@
 //! open tables, bounded in bytes, evicted by CLOCK (second chance).
 //!
 //! Each open table owns a [`BlockSlots`]: one slot per data block, indexed
-//! by block number. A hit is therefore an array index, one uncontended
-//! read lock and one reference count: no hashing, no probing, no shared
-//! lock, and the slot's address is known before it is read, so a batched
-//! read prefetches the slots of all its blocks at once and their cache
-//! misses overlap.
+//! by block number. A slot holds a raw pointer to its block (owning one
+//! reference count), and blocks leave slots through epoch-based
+//! reclamation (crossbeam-epoch): an evicted block's count is released
+//! only once every reader pinned at the time has unpinned. So a batched
+//! read pins once and then borrows every cached block it needs ([`BlockRef`])
+//! with plain loads: no lock, no reference count, nothing written to shared
+//! cache lines, and since a slot's address is known before it is read, the
+//! slots of a whole batch are prefetched before any is read.
 //!
 //! The budget and eviction order live in one [`BlockCache`] per engine. Its
 //! mutex is taken only to insert (after a read from the file, which costs far
@@ -18,29 +21,127 @@
 //! Invariants (all changes to slot contents happen under the mutex):
 //! - `used` is the sum of [`Block::size_bytes`] of the blocks in slots, and
 //!   never exceeds the capacity; a block larger than the capacity is not
-//!   cached at all;
+//!   cached at all. (An evicted block's memory is freed when the readers
+//!   pinned at its eviction are done, a moment later.)
 //! - every occupied slot has exactly one ring entry; the other ring entries
 //!   belong to released tables and are counted in `stale`.
+//! - a non-null slot pointer owns one reference count of its block, given up
+//!   only through [`release_later`].
 
-use crate::sstable::Block;
-use parking_lot::{Mutex, RwLock};
+use crate::sstable::{Block, BlockInner};
+use crossbeam_epoch::{self as epoch, Guard};
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 /// Hit/miss counter stripes; a power of two.
 const COUNTER_STRIPES: usize = 16;
 
 /// The cached copy of one data block of one table.
-#[derive(Default)]
 struct Slot {
-    block: RwLock<Option<Block>>,
+    /// From [`Block::into_raw`] (owning one count), or null.
+    block: AtomicPtr<BlockInner>,
     /// Set by hits, cleared by the CLOCK hand.
     referenced: AtomicBool,
-    /// Address of the cached block's header, for prefetching only: it is
-    /// never dereferenced, so a stale value costs a wasted prefetch at worst.
-    header_addr: AtomicUsize,
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot {
+            block: AtomicPtr::new(ptr::null_mut()),
+            referenced: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Slot {
+    /// The slot's block, borrowed for as long as `guard` is pinned.
+    #[inline]
+    fn borrow<'g>(&self, _pinned: &'g Guard) -> Option<BlockRef<'g>> {
+        let raw = self.block.load(Ordering::Acquire);
+        if raw.is_null() {
+            return None;
+        }
+        // Write the bit only when it changes, so hot blocks' slots are not
+        // dirtied on every hit.
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
+        }
+        // SAFETY: a non-null slot pointer owns a count of a live block, and
+        // that count is released only by `release_later`, after every
+        // reader pinned before the pointer left the slot (this one, through
+        // `_pinned`) has unpinned. The borrowed handle never drops the count.
+        let block = ManuallyDrop::new(unsafe { Block::from_raw(raw) });
+        Some(BlockRef {
+            block,
+            _pinned: PhantomData,
+        })
+    }
+
+    /// Empties the slot, handing its block's count to the epoch collector;
+    /// returns the block's size.
+    fn evict(&self) -> Option<usize> {
+        let raw = self.block.swap(ptr::null_mut(), Ordering::AcqRel);
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: the pointer was just taken out of the slot, so this is the
+        // only release of the count it owned.
+        Some(unsafe { release_later(raw) })
+    }
+}
+
+/// A cached block borrowed under an epoch guard: valid while the guard is
+/// pinned, at no reference-count cost. Clone the [`Block`] it derefs to for
+/// a handle that outlives the guard.
+pub(crate) struct BlockRef<'g> {
+    block: ManuallyDrop<Block>,
+    _pinned: PhantomData<&'g Guard>,
+}
+
+impl Deref for BlockRef<'_> {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        &self.block
+    }
+}
+
+/// Releases the count that `raw` owns once every reader pinned now has
+/// unpinned; returns the block's size.
+///
+/// # Safety
+/// `raw` must come from [`Block::into_raw`], no longer be reachable by new
+/// readers, and its count must not be released otherwise.
+unsafe fn release_later(raw: *mut BlockInner) -> usize {
+    /// The raw pointer, sent to whichever thread runs the deferred drop.
+    struct Owned(*mut BlockInner);
+    // SAFETY: `BlockInner` is `Send + Sync` (bytes, integers, a path); the
+    // pointer is only turned back into its `Arc` once.
+    unsafe impl Send for Owned {}
+    // SAFETY: per the contract, `raw` owns a count of a live block.
+    let block = ManuallyDrop::new(unsafe { Block::from_raw(raw) });
+    let size = block.size_bytes();
+    impl Owned {
+        /// Drops the count.
+        ///
+        /// # Safety
+        /// As for [`release_later`], and no reader may still borrow it.
+        unsafe fn release(self) {
+            // SAFETY: per the contract.
+            drop(unsafe { Block::from_raw(self.0) });
+        }
+    }
+    let owned = Owned(raw);
+    // SAFETY (of the deferred call): the collector runs it once, after
+    // every guard pinned before the pointer left its slot has unpinned.
+    epoch::pin().defer(move || unsafe { owned.release() });
+    size
 }
 
 /// One cache slot per data block of an open table.
@@ -64,29 +165,25 @@ impl BlockSlots {
     }
 
     /// Starts loading the header of cached block `idx` (the slot itself
-    /// should already be in the CPU cache, see [`BlockSlots::prefetch`]),
-    /// so that taking a reference to it next does not wait on memory.
+    /// should already be in the CPU cache, see [`BlockSlots::prefetch`]).
     #[inline]
     pub(crate) fn prefetch_block(&self, idx: u32) {
         if let Some(slot) = self.slots.get(idx as usize) {
-            let addr = slot.header_addr.load(Ordering::Relaxed);
-            if addr != 0 {
-                crate::prefetch::prefetch_addr(addr);
+            let raw = slot.block.load(Ordering::Relaxed);
+            if !raw.is_null() {
+                crate::prefetch::prefetch_addr(raw as usize);
             }
         }
     }
+}
 
-    /// The cached block `idx`, marking it referenced.
-    #[inline]
-    fn get(&self, idx: u32) -> Option<Block> {
-        let slot = self.slots.get(idx as usize)?;
-        let block = slot.block.read().clone()?;
-        // Write the bit only when it changes, so hot blocks' slots are not
-        // dirtied on every hit.
-        if !slot.referenced.load(Ordering::Relaxed) {
-            slot.referenced.store(true, Ordering::Relaxed);
+impl Drop for BlockSlots {
+    fn drop(&mut self) {
+        // Normally empty (the table released its blocks at close); this only
+        // keeps slots dropped by other paths from leaking blocks.
+        for slot in self.slots.iter() {
+            slot.evict();
         }
-        Some(block)
     }
 }
 
@@ -158,9 +255,9 @@ impl BlockCache {
 
     /// Block `idx` of the table owning `slots`, if cached; counts a hit or
     /// a miss.
-    #[inline]
     pub(crate) fn get(&self, slots: &BlockSlots, idx: u32) -> Option<Block> {
-        let found = slots.get(idx);
+        let guard = epoch::pin();
+        let found = self.peek(slots, idx, &guard).map(|b| Block::clone(&b));
         match found.is_some() {
             true => self.hits.add(1),
             false => self.misses.add(1),
@@ -168,17 +265,22 @@ impl BlockCache {
         found
     }
 
+    /// Block `idx` of `slots` if cached, borrowed under `guard`, without
+    /// counting: for batched lookups that count with [`BlockCache::count`].
+    #[inline]
+    pub(crate) fn peek<'g>(
+        &self,
+        slots: &BlockSlots,
+        idx: u32,
+        guard: &'g Guard,
+    ) -> Option<BlockRef<'g>> {
+        slots.slots.get(idx as usize)?.borrow(guard)
+    }
+
     /// Records lookups counted by the caller: `hits` found, `misses` not.
     pub(crate) fn count(&self, hits: u64, misses: u64) {
         self.hits.add(hits);
         self.misses.add(misses);
-    }
-
-    /// Block `idx` of `slots` if cached, without counting: for batched
-    /// lookups that count with [`BlockCache::count`].
-    #[inline]
-    pub(crate) fn peek(&self, slots: &BlockSlots, idx: u32) -> Option<Block> {
-        slots.get(idx)
     }
 
     /// Caches `block` as block `idx` of `slots`, evicting others as needed.
@@ -193,7 +295,7 @@ impl BlockCache {
             return;
         }
         let mut clock = self.clock.lock();
-        if slot.block.read().is_some() {
+        if !slot.block.load(Ordering::Acquire).is_null() {
             return;
         }
         while clock.used + size > self.capacity {
@@ -201,10 +303,9 @@ impl BlockCache {
                 return;
             }
         }
-        slot.header_addr
-            .store(block.header_addr(), Ordering::Relaxed);
-        *slot.block.write() = Some(block);
         slot.referenced.store(false, Ordering::Relaxed);
+        slot.block
+            .store(block.into_raw().cast_mut(), Ordering::Release);
         clock.used += size;
         clock.ring.push_back((Arc::downgrade(slots), idx));
         self.used.store(clock.used, Ordering::Relaxed);
@@ -214,8 +315,8 @@ impl BlockCache {
     pub(crate) fn release(&self, slots: &BlockSlots) {
         let mut clock = self.clock.lock();
         for slot in slots.slots.iter() {
-            if let Some(block) = slot.take() {
-                clock.used -= block.size_bytes();
+            if let Some(size) = slot.evict() {
+                clock.used -= size;
                 clock.stale += 1;
             }
         }
@@ -251,8 +352,12 @@ impl BlockCache {
     pub fn clear(&self) {
         let mut clock = self.clock.lock();
         for (slots, idx) in std::mem::take(&mut clock.ring) {
-            if let Some(block) = slots.upgrade().and_then(|s| take(&s, idx)) {
-                clock.used -= block.size_bytes();
+            let slots = slots.upgrade();
+            if let Some(size) = slots
+                .as_ref()
+                .and_then(|s| s.slots.get(idx as usize)?.evict())
+            {
+                clock.used -= size;
             }
         }
         clock.stale = 0;
@@ -276,26 +381,12 @@ fn evict_one(clock: &mut Clock) -> bool {
             clock.ring.push_back((weak, idx));
             continue;
         }
-        let evicted = slot.take();
-        if let Some(block) = evicted {
-            clock.used -= block.size_bytes();
+        if let Some(size) = slot.evict() {
+            clock.used -= size;
             return true;
         }
     }
     false
-}
-
-/// Empties slot `idx` of `slots`, returning what it held.
-fn take(slots: &BlockSlots, idx: u32) -> Option<Block> {
-    slots.slots.get(idx as usize)?.take()
-}
-
-impl Slot {
-    /// Empties the slot, returning what it held.
-    fn take(&self) -> Option<Block> {
-        self.header_addr.store(0, Ordering::Relaxed);
-        self.block.write().take()
-    }
 }
 
 impl fmt::Debug for BlockCache {
@@ -386,6 +477,53 @@ mod tests {
         assert!(cache.clock.lock().ring.len() <= 11);
         cache.clear();
         assert_eq!(cache.used_bytes(), 0);
+    }
+
+    #[test]
+    fn borrowed_blocks_survive_concurrent_eviction() {
+        // A cache of about four blocks, churned by a writer while readers
+        // borrow blocks under a guard and read them after the writer has
+        // certainly evicted them.
+        let one = block_of(600).size_bytes();
+        let cache = Arc::new(BlockCache::new(one * 4));
+        let slots = BlockSlots::new(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (cache, slots, stop) = (Arc::clone(&cache), Arc::clone(&slots), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    cache.insert(&slots, i % 64, block_of(600));
+                    i += 1;
+                }
+            })
+        };
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (cache, slots) = (Arc::clone(&cache), Arc::clone(&slots));
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    for round in 0..3_000u32 {
+                        let guard = epoch::pin();
+                        let held: Vec<_> = (0..64)
+                            .filter_map(|i| cache.peek(&slots, (i + round) % 64, &guard))
+                            .collect();
+                        std::thread::yield_now();
+                        for b in &held {
+                            let e = b.entry(0).expect("a borrowed block stays readable");
+                            assert!(!e.value.is_empty() && e.value.iter().all(|&v| v == 7));
+                            seen += 1;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let seen: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(seen > 0);
+        assert!(cache.used_bytes() <= cache.capacity_bytes());
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use crate::engine::{Engine, Inner};
 use crate::hash_index::{IndexEntry, Location};
 use crate::options::TableOptions;
-use crate::sstable::{self, Block, Cursor, Table};
+use crate::sstable::{self, Cursor, Table};
 use crate::types::{Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp, Version};
 use crate::version::{ReadView, TableHandle};
 use crate::{Digest, Error, Result};
@@ -46,7 +46,7 @@ pub struct AsOfQuery<'a> {
 }
 
 /// An SST block the hash index points at: its table, index and contents.
-type Located<'a> = (&'a Table, u32, Block);
+type Located<'a> = (&'a Table, u32, sstable::HeldBlock<'a>);
 
 /// Limits applied while searching sources.
 #[derive(Clone, Copy)]
@@ -355,7 +355,9 @@ impl Inner {
         probes: &[Option<IndexEntry>],
     ) -> Result<Vec<Option<Hit>>> {
         let mut extra = Vec::new();
-        let blocks = self.load_located_blocks(view, &mut extra, probes)?;
+        // Pinned for the whole batch: cached blocks are borrowed, not counted.
+        let guard = crossbeam_epoch::pin();
+        let blocks = self.load_located_blocks(view, &mut extra, probes, &guard)?;
         let positions = first_versions(keys, &blocks)?;
         let mut found = Vec::with_capacity(keys.len());
         for (i, (&(table, key), probe)) in keys.iter().zip(probes).enumerate() {
@@ -405,6 +407,7 @@ impl Inner {
         view: &'a ReadView,
         extra: &'a mut Vec<Arc<TableHandle>>,
         probes: &[Option<IndexEntry>],
+        guard: &'a crossbeam_epoch::Guard,
     ) -> Result<Vec<Option<Located<'a>>>> {
         // Files the index names that this view no longer holds (replaced by
         // a compaction since it was pinned) are still open in the registry.
@@ -447,7 +450,7 @@ impl Inner {
             requested.push(req.is_some());
             reqs.extend(req);
         }
-        let loaded = sstable::load_blocks(&*self.opts.fs, &reqs)?;
+        let loaded = sstable::load_blocks_pinned(&*self.opts.fs, &reqs, guard)?;
         // Requests were made in probe order: hand them back in that order.
         let mut loaded = reqs.into_iter().zip(loaded);
         Ok(requested

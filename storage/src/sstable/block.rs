@@ -146,7 +146,8 @@ pub struct Block {
     inner: Arc<BlockInner>,
 }
 
-struct BlockInner {
+/// The shared state of a [`Block`]; opaque outside this module.
+pub(crate) struct BlockInner {
     data: Bytes,
     count: usize,
     /// Where the offset array starts (= end of the entry area).
@@ -194,6 +195,25 @@ impl Block {
                 file_offset: offset,
             }),
         })
+    }
+
+    /// Gives up this handle as a raw pointer that owns its reference count
+    /// (for the block cache's slots).
+    pub(crate) fn into_raw(self) -> *const BlockInner {
+        Arc::into_raw(self.inner)
+    }
+
+    /// Takes back a handle given up by [`Block::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` must come from [`Block::into_raw`], and the reference count it
+    /// owns must not be taken back twice.
+    pub(crate) unsafe fn from_raw(raw: *const BlockInner) -> Block {
+        // SAFETY: per the contract, `raw` is an `Arc::into_raw` pointer
+        // whose count is handed to the new `Arc`.
+        Block {
+            inner: unsafe { Arc::from_raw(raw) },
+        }
     }
 
     /// Number of entries.
@@ -320,13 +340,6 @@ impl Block {
             }
         }
         Ok(lo)
-    }
-
-    /// Address of the block's shared header (its reference count and
-    /// layout), for [`crate::prefetch::prefetch_addr`].
-    #[inline]
-    pub(crate) fn header_addr(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Starts loading the block's trailer into the CPU cache: the

@@ -34,10 +34,12 @@ mod table;
 
 pub(crate) use block::fingerprint;
 pub use block::Block;
+pub(crate) use block::BlockInner;
 pub use builder::{BuildOptions, TableBuilder};
 pub use footer::HEADER_LEN;
 pub use keydir::KeyDirEntry;
 pub use table::{load_blocks, Cursor, Table, TableIter};
+pub(crate) use table::{load_blocks_pinned, HeldBlock};
 
 use crate::error::{Error, Result};
 use crate::types::{SeqNo, TableId, Timestamp};

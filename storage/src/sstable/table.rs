@@ -20,15 +20,17 @@ use super::footer::{
 use super::index::BlockIndex;
 use super::keydir::{self, KeyDirEntry};
 use super::{TableSummary, MAX_BLOCK_LEN};
-use crate::cache::{BlockCache, BlockSlots};
+use crate::cache::{BlockCache, BlockRef, BlockSlots};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, RandomAccessFile, ReadOp};
 use crate::types::{cmp_entity, cmp_internal, Entry, EntryRef, SeqNo, TableId, Timestamp};
 use bytes::Bytes;
+use crossbeam_epoch::Guard;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -436,14 +438,44 @@ fn read_meta(
     unseal(Bytes::from(buf), path, handle.offset, max_len)
 }
 
-/// Loads several blocks, possibly of different tables: cache hits are taken
-/// from each table's cache; the misses are read with one
-/// [`FileSystem::read_batch`] (io_uring submits them at once), then verified,
-/// decompressed and inserted into their table's cache. A block asked for
-/// twice is read once. If the batch fails, the misses are read one by one so
-/// that a persistent failure names its file. Results are in request order.
+/// A block a batched read holds: borrowed from the cache under the read's
+/// epoch guard, or owned when the read itself loaded it.
+pub(crate) enum HeldBlock<'g> {
+    Cached(BlockRef<'g>),
+    Loaded(Block),
+}
+
+impl Deref for HeldBlock<'_> {
+    type Target = Block;
+    fn deref(&self) -> &Block {
+        match self {
+            HeldBlock::Cached(b) => b,
+            HeldBlock::Loaded(b) => b,
+        }
+    }
+}
+
+/// [`load_blocks_pinned`] returning owned handles.
 pub fn load_blocks(fs: &dyn FileSystem, reqs: &[(&Table, u32)]) -> Result<Vec<Block>> {
-    // Issue every slot's load before reading any, so their misses overlap.
+    let guard = crossbeam_epoch::pin();
+    let held = load_blocks_pinned(fs, reqs, &guard)?;
+    Ok(held.iter().map(|b| Block::clone(b)).collect())
+}
+
+/// Loads several blocks, possibly of different tables: cache hits are
+/// borrowed from each table's slots under `guard`; the misses are read with
+/// one [`FileSystem::read_batch`] (io_uring submits them at once), then
+/// verified, decompressed and inserted into their table's cache. A block
+/// asked for twice is read once. If the batch fails, the misses are read
+/// one by one so that a persistent failure names its file. Results are in
+/// request order.
+pub(crate) fn load_blocks_pinned<'g>(
+    fs: &dyn FileSystem,
+    reqs: &[(&Table, u32)],
+    guard: &'g Guard,
+) -> Result<Vec<HeldBlock<'g>>> {
+    // Issue every slot's load, then every block header's, before reading
+    // any, so that their misses overlap.
     for &(table, idx) in reqs {
         table.check_block_no(idx)?;
         table.slots.prefetch(idx);
@@ -451,13 +483,13 @@ pub fn load_blocks(fs: &dyn FileSystem, reqs: &[(&Table, u32)]) -> Result<Vec<Bl
     for &(table, idx) in reqs {
         table.slots.prefetch_block(idx);
     }
-    let mut out: Vec<Option<Block>> = Vec::with_capacity(reqs.len());
+    let mut out: Vec<Option<HeldBlock<'g>>> = Vec::with_capacity(reqs.len());
     // Distinct missing blocks, and for each request the miss it waits on.
     let mut misses: Vec<(&Table, u32)> = Vec::new();
     let mut waits: Vec<(usize, usize)> = Vec::new();
     let mut slot_of: HashMap<(*const Table, u32), usize> = HashMap::new();
     for (i, &(table, idx)) in reqs.iter().enumerate() {
-        let hit = table.cache.peek(&table.slots, idx);
+        let hit = table.cache.peek(&table.slots, idx, guard);
         if hit.is_none() {
             let slot = *slot_of
                 .entry((table as *const Table, idx))
@@ -467,19 +499,18 @@ pub fn load_blocks(fs: &dyn FileSystem, reqs: &[(&Table, u32)]) -> Result<Vec<Bl
                 });
             waits.push((i, slot));
         }
-        out.push(hit);
+        out.push(hit.map(HeldBlock::Cached));
     }
     if let Some(&(table, _)) = reqs.first() {
         let missed = waits.len() as u64;
         table.cache.count(reqs.len() as u64 - missed, missed);
     }
-    if misses.is_empty() {
-        return Ok(out.into_iter().flatten().collect());
-    }
-    let loaded = read_misses(fs, &misses)?;
-    for &(req, slot) in &waits {
-        if let (Some(o), Some(b)) = (out.get_mut(req), loaded.get(slot)) {
-            *o = Some(b.clone());
+    if !misses.is_empty() {
+        let loaded = read_misses(fs, &misses)?;
+        for &(req, slot) in &waits {
+            if let (Some(o), Some(b)) = (out.get_mut(req), loaded.get(slot)) {
+                *o = Some(HeldBlock::Loaded(b.clone()));
+            }
         }
     }
     out.into_iter()
