@@ -10,7 +10,8 @@
 //! 3. [`RegistryStore::plan`] to show the diff and every problem, and
 //!    [`RegistryStore::apply`] with the registry version the client
 //!    expects and the client's identity;
-//! 4. [`RegistryStore::registry`] for the current [`Registry`];
+//! 4. [`RegistryStore::registry`] for the current [`Registry`], whose
+//!    [`FeatureGroup`]s the [`row`](crate::row) codec encodes and decodes by;
 //! 5. [`RegistryStore::history`] for the audit trail.
 //!
 //! `docs/registry.md` describes the spec format, every rule and the file
