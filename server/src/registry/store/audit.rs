@@ -16,8 +16,9 @@
 //!
 //! A crash during an append leaves a torn last record, which was never
 //! acknowledged: a record that reaches the end of the file and is incomplete
-//! or fails its checksum, or a tail of zero bytes. It is dropped and the file
-//! truncated. Damage anywhere else is refused with the file and offset.
+//! or fails its checksum, or a tail of zero bytes. It is skipped, and cut
+//! from the file once the store has checked everything else. Damage
+//! anywhere else is refused with the file and offset.
 
 use super::{write_atomically, StoreError};
 use crate::registry::plan::Plan;
@@ -65,35 +66,68 @@ pub(crate) struct Located {
 pub(crate) struct AuditLog {
     path: PathBuf,
     file: File,
+    /// Length of the valid records; bytes after it are a torn record.
+    valid_len: u64,
 }
 
 impl AuditLog {
-    /// Opens the audit log in `dir`, creating it if missing, and reads every
-    /// record. A torn last record is dropped and cut from the file.
-    pub fn open(dir: &Path) -> Result<(AuditLog, Vec<Located>), StoreError> {
+    /// Creates an empty audit log in `dir`.
+    pub fn create(dir: &Path) -> Result<AuditLog, StoreError> {
+        write_atomically(dir, AUDIT_FILE, AUDIT_TMP_FILE, &header())?;
         let path = dir.join(AUDIT_FILE);
-        if !path.exists() {
-            write_atomically(dir, AUDIT_FILE, AUDIT_TMP_FILE, &header())?;
-        }
-        let bytes = std::fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
+        let file = open_for_append(&path)?;
+        Ok(AuditLog {
+            path,
+            file,
+            valid_len: HEADER_LEN as u64,
+        })
+    }
+
+    /// Opens the audit log in `dir` and reads every record; `None` if there
+    /// is no log. Changes nothing on disk: a torn last record is skipped
+    /// here and cut off by [`AuditLog::drop_torn_tail`].
+    pub fn open(dir: &Path) -> Result<Option<(AuditLog, Vec<Located>)>, StoreError> {
+        let path = dir.join(AUDIT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
         let (records, valid_len) = parse(&path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))?;
-        if valid_len < bytes.len() as u64 {
-            tracing::warn!(
-                path = %path.display(),
-                offset = valid_len,
-                dropped_bytes = bytes.len() as u64 - valid_len,
-                "audit log ends in a torn record from an interrupted apply; dropping it"
-            );
-            file.set_len(valid_len)
-                .map_err(|e| StoreError::io("truncate", &path, e))?;
-            file.sync_all()
-                .map_err(|e| StoreError::io("fsync", &path, e))?;
+        let file = open_for_append(&path)?;
+        Ok(Some((
+            AuditLog {
+                path,
+                file,
+                valid_len,
+            },
+            records,
+        )))
+    }
+
+    /// Cuts a torn last record off the file, so appends follow the last
+    /// valid record.
+    pub fn drop_torn_tail(&mut self) -> Result<(), StoreError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", &self.path, e))?
+            .len();
+        if len == self.valid_len {
+            return Ok(());
         }
-        Ok((AuditLog { path, file }, records))
+        tracing::warn!(
+            path = %self.path.display(),
+            offset = self.valid_len,
+            dropped_bytes = len - self.valid_len,
+            "the audit log ends in a torn record from an interrupted apply; dropping it"
+        );
+        self.file
+            .set_len(self.valid_len)
+            .map_err(|e| StoreError::io("truncate", &self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| StoreError::io("fsync", &self.path, e))
     }
 
     /// The log's path.
@@ -127,6 +161,13 @@ impl AuditLog {
         let (records, _) = parse(&self.path, &bytes)?;
         Ok(records.into_iter().map(|l| l.record).collect())
     }
+}
+
+fn open_for_append(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| StoreError::io("open", path, e))
 }
 
 fn header() -> [u8; HEADER_LEN] {

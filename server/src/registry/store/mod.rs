@@ -148,11 +148,23 @@ impl RegistryStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<RegistryStore, StoreError> {
         let dir = dir.as_ref().to_owned();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create dir", &dir, e))?;
-        let checkpoint = registry_file::read(&dir)?;
-        let (log, records) = AuditLog::open(&dir)?;
-        let checkpoint = checkpoint.unwrap_or_default();
+        let checkpoint = registry_file::read(&dir)?.unwrap_or_default();
         let checkpoint_version = checkpoint.version();
+        let (mut log, records) = match AuditLog::open(&dir)? {
+            Some(opened) => opened,
+            None if checkpoint_version == 0 => (AuditLog::create(&dir)?, Vec::new()),
+            None => {
+                let reason = format!("the audit log is missing but the registry file is at version {checkpoint_version}");
+                return Err(StoreError::Corrupt {
+                    path: dir.join(AUDIT_FILE),
+                    offset: 0,
+                    reason,
+                });
+            }
+        };
         let registry = replay(checkpoint, &records, log.path())?;
+        // Only now, with everything checked, is anything on disk changed.
+        log.drop_torn_tail()?;
         if registry.version() > checkpoint_version {
             tracing::warn!(
                 dir = %dir.display(),
