@@ -60,7 +60,11 @@ fn problems_in(current: &Registry, files: &[(&str, &str)]) -> Vec<String> {
 
 /// Asserts that `text` (one file, `spec.toml`) has exactly `expected`.
 fn assert_problems(current: &Registry, text: &str, expected: &[&str]) {
-    assert_eq!(problems_in(current, &[("spec.toml", text)]), expected, "spec:\n{text}");
+    assert_eq!(
+        problems_in(current, &[("spec.toml", text)]),
+        expected,
+        "spec:\n{text}"
+    );
 }
 
 fn with_features(list: &[(&str, &str, &str)]) -> String {
@@ -76,14 +80,20 @@ fn the_base_spec_is_valid() {
 fn malformed_toml_names_the_file() {
     let problems = problems_in(&Registry::empty(), &[("news.toml", "[[group]\n")]);
     assert_eq!(problems.len(), 1);
-    assert!(problems[0].starts_with("news.toml: TOML parse error at line 1"), "{problems:?}");
+    assert!(
+        problems[0].starts_with("news.toml: TOML parse error at line 1"),
+        "{problems:?}"
+    );
 }
 
 #[test]
 fn unknown_fields_are_refused() {
     let text = format!("{USERS}{GROUP}colour = \"red\"\n");
     let problems = problems_in(&Registry::empty(), &[("spec.toml", &text)]);
-    assert!(problems[0].contains("unknown field `colour`"), "{problems:?}");
+    assert!(
+        problems[0].contains("unknown field `colour`"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -92,9 +102,11 @@ fn unknown_types() {
     assert_problems(
         &empty,
         &with_features(&[("a", "int128", "")]),
-        &["spec.toml: group `g`, feature `a`: unknown type `int128`; the types are bool, int32, \
+        &[
+            "spec.toml: group `g`, feature `a`: unknown type `int128`; the types are bool, int32, \
            int64, float32, float64, string, bytes, timestamp, embedding(DIM), list<int64>, \
-           list<float32>, list<string>"],
+           list<float32>, list<string>",
+        ],
     );
     assert_problems(
         &empty,
@@ -165,13 +177,18 @@ fn bad_status_and_durations_and_missing_fields() {
 
 #[test]
 fn duplicates() {
-    let first = format!("{USERS}{GROUP}{}", features(&[("a", "int64", ""), ("a", "float64", "")]));
-    let second = format!(
+    let first = format!(
         "{USERS}{GROUP}{}",
-        features(&[("b", "int64", "")])
-    )
-    .replace("user_id\", type = \"int64\" }]", "user_id\", type = \"int64\" }, { name = \"user_id\", type = \"string\" }]");
-    let problems = problems_in(&Registry::empty(), &[("one.toml", &first), ("two.toml", &second)]);
+        features(&[("a", "int64", ""), ("a", "float64", "")])
+    );
+    let second = format!("{USERS}{GROUP}{}", features(&[("b", "int64", "")])).replace(
+        "user_id\", type = \"int64\" }]",
+        "user_id\", type = \"int64\" }, { name = \"user_id\", type = \"string\" }]",
+    );
+    let problems = problems_in(
+        &Registry::empty(),
+        &[("one.toml", &first), ("two.toml", &second)],
+    );
     assert_eq!(
         problems,
         [
@@ -187,16 +204,34 @@ fn duplicates() {
 fn limits() {
     let empty = Registry::empty();
     let no_features = format!("{USERS}{GROUP}");
-    assert_problems(&empty, &no_features, &["spec.toml: group `g`: a group has 1 to 1024 features; found 0"]);
+    assert_problems(
+        &empty,
+        &no_features,
+        &["spec.toml: group `g`: a group has 1 to 1024 features; found 0"],
+    );
 
-    let many: Vec<(String, &str, &str)> = (0..1025).map(|i| (format!("f{i}"), "bool", "")).collect();
+    let many: Vec<(String, &str, &str)> =
+        (0..1025).map(|i| (format!("f{i}"), "bool", "")).collect();
     let many: Vec<(&str, &str, &str)> = many.iter().map(|(n, t, e)| (n.as_str(), *t, *e)).collect();
-    assert_problems(&empty, &with_features(&many), &["spec.toml: group `g`: a group has 1 to 1024 features; found 1025"]);
+    assert_problems(
+        &empty,
+        &with_features(&many),
+        &["spec.toml: group `g`: a group has 1 to 1024 features; found 1025"],
+    );
 
-    let keyless = format!("[[entity]]\nname = \"users\"\n{GROUP}{}", features(&[("a", "int64", "")]));
-    assert_problems(&empty, &keyless, &["spec.toml: entity `users`: an entity has 1 to 4 key columns; found 0"]);
+    let keyless = format!(
+        "[[entity]]\nname = \"users\"\n{GROUP}{}",
+        features(&[("a", "int64", "")])
+    );
+    assert_problems(
+        &empty,
+        &keyless,
+        &["spec.toml: entity `users`: an entity has 1 to 4 key columns; found 0"],
+    );
 
-    let wide: Vec<(String, &str, &str)> = (0..5).map(|i| (format!("e{i}"), "embedding(4096)", "")).collect();
+    let wide: Vec<(String, &str, &str)> = (0..5)
+        .map(|i| (format!("e{i}"), "embedding(4096)", ""))
+        .collect();
     let wide: Vec<(&str, &str, &str)> = wide.iter().map(|(n, t, e)| (n.as_str(), *t, *e)).collect();
     assert_problems(
         &empty,
@@ -219,7 +254,10 @@ fn lifetimes() {
     let spec = |ttl: &str, retention: &str| {
         with_features(&[("a", "int64", "")])
             .replace("ttl = \"1d\"", &format!("ttl = \"{ttl}\""))
-            .replace("retention = \"7d\"", &format!("retention = \"{retention}\""))
+            .replace(
+                "retention = \"7d\"",
+                &format!("retention = \"{retention}\""),
+            )
     };
     assert_problems(
         &empty,
@@ -249,14 +287,22 @@ fn lifetimes() {
 #[test]
 fn cross_object_rules() {
     let empty = Registry::empty();
-    let unknown = with_features(&[("a", "int64", "")]).replace("entity = \"users\"", "entity = \"readers\"");
-    assert_problems(&empty, &unknown, &["spec.toml: group `g`: entity `readers` is not declared in the spec"]);
+    let unknown =
+        with_features(&[("a", "int64", "")]).replace("entity = \"users\"", "entity = \"readers\"");
+    assert_problems(
+        &empty,
+        &unknown,
+        &["spec.toml: group `g`: entity `readers` is not declared in the spec"],
+    );
 
     // The entity may be declared in another file of the same spec.
     let group_only = format!("{GROUP}{}", features(&[("a", "int64", "")]));
-    assert!(Spec::parse([("entities.toml", USERS), ("groups.toml", group_only.as_str())])
-        .and_then(|spec| plan(&empty, &spec))
-        .is_ok());
+    assert!(Spec::parse([
+        ("entities.toml", USERS),
+        ("groups.toml", group_only.as_str())
+    ])
+    .and_then(|spec| plan(&empty, &spec))
+    .is_ok());
 
     assert_problems(
         &empty,
@@ -268,7 +314,11 @@ fn cross_object_rules() {
 #[test]
 fn in_place_changes_are_forbidden() {
     let base = base();
-    let current = [("a", "int64", ""), ("e", "embedding(4)", ""), ("r", "int64", "nullable = false")];
+    let current = [
+        ("a", "int64", ""),
+        ("e", "embedding(4)", ""),
+        ("r", "int64", "nullable = false"),
+    ];
 
     let mut retyped = current;
     retyped[0] = ("a", "float64", "");
@@ -346,7 +396,8 @@ fn added_features_are_nullable_and_new_named() {
 #[test]
 fn entities_and_groups_cannot_disappear() {
     let base = base();
-    let other = "[[entity]]\nname = \"articles\"\nkeys = [{ name = \"article_id\", type = \"int64\" }]\n";
+    let other =
+        "[[entity]]\nname = \"articles\"\nkeys = [{ name = \"article_id\", type = \"int64\" }]\n";
     assert_problems(
         &base,
         other,
@@ -359,13 +410,18 @@ fn entities_and_groups_cannot_disappear() {
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let users = format!("{USERS}[[entity]]\nname = \"Bad\"\nkeys = [{{ name = \"k\", type = \"int64\" }}]\n");
+    let users = format!(
+        "{USERS}[[entity]]\nname = \"Bad\"\nkeys = [{{ name = \"k\", type = \"int64\" }}]\n"
+    );
     let groups = format!(
         "{GROUP}{}\n[[group]]\nname = \"h\"\nentity = \"nobody\"\nttl = \"0d\"\nretention = \"1d\"\nowner = \"x\"\n{}",
         features(&[("a", "float64", ""), ("e", "embedding(4)", ""), ("r", "int64", "nullable = false")]),
         features(&[("z", "int7", "")]),
     );
-    let problems = problems_in(&base(), &[("entities.toml", &users), ("groups.toml", &groups)]);
+    let problems = problems_in(
+        &base(),
+        &[("entities.toml", &users), ("groups.toml", &groups)],
+    );
     assert_eq!(
         problems,
         [
