@@ -88,7 +88,8 @@ impl fmt::Display for ValidationError {
         let n = self.problems.len();
         write!(f, "{n} problem{}:", if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
-            write!(f, "\n  {p}")?;
+            // Continuation lines (a TOML error's excerpt) stay under their problem.
+            write!(f, "\n  {}", p.to_string().replace('\n', "\n    "))?;
         }
         Ok(())
     }
