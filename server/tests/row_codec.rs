@@ -467,6 +467,31 @@ fn nan_and_infinities_are_refused_everywhere_floats_go() {
 }
 
 #[test]
+fn a_row_over_the_engine_value_limit_is_refused() {
+    let features: String = (0..70)
+        .map(|i| format!("[[group.feature]]\nname = \"s{i}\"\ntype = \"string\"\n"))
+        .collect();
+    let text = format!(
+        "[[entity]]\nname = \"users\"\nkeys = [{{ name = \"user_id\", type = \"int64\" }}]\n\
+         [[group]]\nname = \"wide\"\nentity = \"users\"\nttl = \"1d\"\nretention = \"1d\"\nowner = \"t\"\n{features}"
+    );
+    let schema = schema(&text, "wide");
+    let columns = columns(&schema);
+    let mut row = vec![Value::Int64(1)];
+    row.extend((0..70).map(|_| Value::String("x".repeat(MAX_STRING_BYTES))));
+    let err = schema
+        .writer(&refs(&columns))
+        .expect("writer")
+        .encode_batch(&[row])
+        .expect_err("too large");
+    // 5 header + 9 bitmap + 70 * 4 offsets + 70 * 64 KiB
+    assert_eq!(
+        err.to_string(),
+        "row 0 encodes to 4587814 bytes; the engine's limit is 4194304"
+    );
+}
+
+#[test]
 fn columns_are_checked_once_per_writer() {
     let text = ALL_TYPES.replace(
         "name = \"f_int32\"\ntype = \"int32\"",
