@@ -244,11 +244,10 @@ impl fmt::Display for KeyType {
 }
 
 /// Whether a feature is meant to be used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// In use.
-    #[default]
+    /// In use; the default.
     Active,
     /// Still written and read, but on its way out; only a deprecated feature
     /// may be removed.
@@ -356,10 +355,11 @@ impl FeatureGroup {
 
     /// The engine's lifetime rules for the group's table.
     pub fn table_options(&self) -> TableOptions {
-        // Validation bounds both by MAX_LIFETIME_SECONDS, so neither overflows.
+        // Validation bounds both by MAX_LIFETIME_SECONDS, far from
+        // saturating; saturation only guards groups built by hand.
         TableOptions {
-            ttl_us: Some(self.ttl_seconds * MICROS_PER_SECOND),
-            retention_us: Some(self.retention_seconds * MICROS_PER_SECOND),
+            ttl_us: Some(self.ttl_seconds.saturating_mul(MICROS_PER_SECOND)),
+            retention_us: Some(self.retention_seconds.saturating_mul(MICROS_PER_SECOND)),
         }
     }
 }

@@ -193,10 +193,12 @@ impl RegistryStore {
     }
 
     /// Applies `spec` if the registry is still at `expected_version`,
-    /// recording `identity` in the audit log. All or nothing: on any error
-    /// the registry is unchanged (except after [`StoreError::Failed`]-class
-    /// I/O errors, where the outcome is known only after a restart). A spec
-    /// that changes nothing succeeds without a new version.
+    /// recording `identity` in the audit log. All or nothing: after any
+    /// error the registry is unchanged, except when appending the audit
+    /// record fails: the change may then have reached the disk, the store
+    /// refuses further applies ([`StoreError::Failed`]), and the next start
+    /// reads the log back to settle it. A spec that changes nothing succeeds
+    /// without a new version.
     pub fn apply(
         &self,
         spec: &Spec,
