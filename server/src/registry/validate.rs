@@ -136,6 +136,8 @@ pub(crate) fn validate(current: &Registry, spec: &Spec) -> Result<Desired, Valid
         check_group(&draft, group, &mut report);
     }
     check_evolution(current, &draft, &mut report);
+    // A value that did not parse was reported where it was parsed, so
+    // `finish` fails only when there are problems already.
     match (report.problems.is_empty(), draft.finish()) {
         (true, Some(desired)) => Ok(desired),
         _ => Err(report.into_error()),
