@@ -1,0 +1,15 @@
+//! # tessera-server
+//!
+//! The server side of Tessera, as a library the `tessera` binary builds on:
+//! - [`registry`]: typed entities and feature groups, their validation,
+//!   evolution rules, durable storage and audit log;
+//! - [`row`]: the typed row codec that turns feature values into the bytes
+//!   the storage engine keeps, per a group's schema.
+//!
+//! The network transport and the CLI commands that drive them come with the
+//! server.
+
+#![deny(missing_docs)]
+
+pub mod registry;
+pub mod row;

@@ -1,0 +1,134 @@
+//! Feature and key values, and the ways a value can be unfit for its column.
+//!
+//! A [`Value`] carries its own type; the codec accepts it only for a column
+//! of exactly that type (no implicit widening), so what is read back is
+//! exactly what was written.
+
+/// One feature or key value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// No value.
+    Null,
+    /// A `bool`.
+    Bool(bool),
+    /// An `int32`.
+    Int32(i32),
+    /// An `int64`, or an int64 key column.
+    Int64(i64),
+    /// A `float32`; finite.
+    Float32(f32),
+    /// A `float64`; finite.
+    Float64(f64),
+    /// A `string`, or a string key column.
+    String(String),
+    /// `bytes`.
+    Bytes(Vec<u8>),
+    /// A `timestamp`: microseconds since the Unix epoch.
+    Timestamp(i64),
+    /// An `embedding(dim)`: exactly `dim` finite values.
+    Embedding(Vec<f32>),
+    /// A `list<int64>`.
+    ListInt64(Vec<i64>),
+    /// A `list<float32>`; finite elements.
+    ListFloat32(Vec<f32>),
+    /// A `list<string>`.
+    ListString(Vec<String>),
+}
+
+impl Value {
+    /// The name of the value's type, as in specs (`embedding` without its
+    /// dimension).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int32(_) => "int32",
+            Value::Int64(_) => "int64",
+            Value::Float32(_) => "float32",
+            Value::Float64(_) => "float64",
+            Value::String(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::Timestamp(_) => "timestamp",
+            Value::Embedding(_) => "embedding",
+            Value::ListInt64(_) => "list<int64>",
+            Value::ListFloat32(_) => "list<float32>",
+            Value::ListString(_) => "list<string>",
+        }
+    }
+}
+
+/// Why a value cannot be written to its column.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// The value's type is not the column's.
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        /// The column's type.
+        expected: String,
+        /// The value's type.
+        found: &'static str,
+    },
+    /// Null in a feature that is not nullable.
+    #[error("null in a feature that is not nullable")]
+    NotNullable,
+    /// Null in a key column, or the column left out.
+    #[error("missing: every key column needs a value")]
+    MissingKey,
+    /// NaN or an infinity.
+    #[error("{value} is not allowed: floats must be finite (write null for a missing value)")]
+    NotFinite {
+        /// The offending value.
+        value: f64,
+    },
+    /// An embedding with the wrong number of values.
+    #[error("embedding has {found} values; the feature is embedding({expected})")]
+    EmbeddingDim {
+        /// The feature's dimension.
+        expected: u32,
+        /// The value's length.
+        found: usize,
+    },
+    /// A string or bytes value (or list element) over its limit.
+    #[error("{len} bytes; the limit is {max}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A list with too many elements.
+    #[error("list has {len} elements; the limit is {max}")]
+    ListTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl ValueError {
+    pub(crate) fn wrong_type(expected: impl ToString, found: &Value) -> ValueError {
+        ValueError::WrongType {
+            expected: expected.to_string(),
+            found: found.type_name(),
+        }
+    }
+}
+
+/// Checks that a float is finite.
+pub(crate) fn finite(value: f64) -> Result<(), ValueError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(ValueError::NotFinite { value })
+    }
+}
+
+/// Checks a string or bytes length against `max`.
+pub(crate) fn within(len: usize, max: usize) -> Result<(), ValueError> {
+    if len <= max {
+        Ok(())
+    } else {
+        Err(ValueError::TooLong { len, max })
+    }
+}
