@@ -40,6 +40,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+/// Offset of a block header's second cache line from its start.
+const HEADER_SECOND_LINE: usize = 64;
 /// Hit/miss counter stripes; a power of two.
 const COUNTER_STRIPES: usize = 16;
 
@@ -171,7 +173,9 @@ impl BlockSlots {
         if let Some(slot) = self.slots.get(idx as usize) {
             let raw = slot.block.load(Ordering::Relaxed);
             if !raw.is_null() {
+                // The header spans two cache lines (see `BlockInner`).
                 crate::prefetch::prefetch_addr(raw as usize);
+                crate::prefetch::prefetch_addr(raw as usize + HEADER_SECOND_LINE);
             }
         }
     }
