@@ -1,0 +1,560 @@
+//! The blocking Rust client: one connection, typed calls, pipelining,
+//! timeouts and reconnection. [`crate::Pool`] shares several among threads.
+//!
+//! Invariants:
+//! - a connection is used only while its stream is in step with the
+//!   server: any I/O error, timeout or undecodable frame drops it, and the
+//!   next call opens a new one (when [`ClientOptions::reconnect`] allows);
+//! - a request that changes data (`PUT`, `DELETE`, `REGISTRY_APPLY`) is
+//!   never resent after a lost connection: the error says it may or may not
+//!   have been applied. Reads are resent once on a fresh connection;
+//! - at most [`PIPELINE_WINDOW_BYTES`] of requests are unanswered at once,
+//!   so a pipelined burst never deadlocks against a server that blocks on
+//!   writing its replies.
+
+use crate::body::Body;
+use crate::error::{DecodeError, EncodeError, ErrorBody};
+use crate::frame::{begin_frame, finish_frame, flags, FrameHeader, PROTOCOL_VERSION};
+use crate::limits::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+use crate::message::{
+    self, decode_error, AuditEntry, CommitReply, Delete, Hello, HelloReply, HistoryRequest, Put,
+    Reply, Request, SlateRequest, SpecFile,
+};
+use crate::op::{Opcode, Role};
+use crate::slate::{HistoryReply, SlateReply};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Most request bytes sent and not yet answered during a pipeline.
+pub const PIPELINE_WINDOW_BYTES: usize = 64 << 10;
+/// Most requests sent and not yet answered during a pipeline.
+pub const PIPELINE_WINDOW_REQUESTS: usize = 256;
+/// Socket buffer on the client's side.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// How a client connects.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The access token; empty in local development mode.
+    pub token: String,
+    /// A name for the server's logs.
+    pub client_name: String,
+    /// How long to wait for the TCP connection.
+    pub connect_timeout: Duration,
+    /// How long any one read or write on the socket may take.
+    pub request_timeout: Duration,
+    /// Whether a lost connection is reopened by the next call.
+    pub reconnect: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            token: String::new(),
+            client_name: "tessera-rust-client".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            reconnect: true,
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{0}")]
+    Server(ErrorBody),
+    /// The connection failed, closed or timed out.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// A write's connection was lost before its reply: it may or may not
+    /// have been applied.
+    #[error("the connection was lost before the reply to {op}; it may or may not have been applied: {source}")]
+    Unknown {
+        /// The request's operation.
+        op: &'static str,
+        /// What happened.
+        #[source]
+        source: io::Error,
+    },
+    /// The server sent something this client cannot read.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The request cannot be framed.
+    #[error("request: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addrs", &self.addrs)
+            .field("identity", &self.hello.identity)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+/// One open, authenticated connection.
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    hello: HelloReply,
+}
+
+/// A connection to a Tessera server.
+pub struct Client {
+    addrs: Vec<SocketAddr>,
+    options: ClientOptions,
+    conn: Option<Connection>,
+    /// The last `HELLO` reply, kept across reconnects.
+    hello: HelloReply,
+    next_id: u64,
+    out: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` and authenticates.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address",
+            )));
+        }
+        let mut next_id = 1;
+        let conn = Connection::open(&addrs, &options, &mut next_id)?;
+        Ok(Client {
+            addrs,
+            hello: conn.hello.clone(),
+            conn: Some(conn),
+            options,
+            next_id,
+            out: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The identity the server gave the token.
+    pub fn identity(&self) -> &str {
+        &self.hello.identity
+    }
+
+    /// The token's role.
+    pub fn role(&self) -> Role {
+        self.hello.role
+    }
+
+    /// The server's name and version.
+    pub fn server(&self) -> &str {
+        &self.hello.server
+    }
+
+    /// Whether the client holds an open connection.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// `PING`: the payload comes back.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        match self.call(Opcode::Ping, |out| {
+            crate::wire::put_bytes32(out, payload, "ping payload")
+        })? {
+            Reply::Ping(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `REGISTRY_GET`: the registry version and the registry as JSON.
+    pub fn registry_get(&mut self) -> Result<(u64, String), ClientError> {
+        match self.call(Opcode::RegistryGet, |_| Ok(()))? {
+            Reply::RegistryGet {
+                version,
+                registry_json,
+            } => Ok((version, registry_json)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `REGISTRY_PLAN`: the version planned against, whether anything
+    /// changes, and the diff.
+    pub fn registry_plan(
+        &mut self,
+        files: Vec<SpecFile>,
+    ) -> Result<(u64, bool, String), ClientError> {
+        match self.call(Opcode::RegistryPlan, |out| {
+            message::encode_files(&files, out)
+        })? {
+            Reply::RegistryPlan {
+                version,
+                changes,
+                plan,
+            } => Ok((version, changes, plan)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `REGISTRY_APPLY` against `expected_version`: the new version and
+    /// what was applied.
+    pub fn registry_apply(
+        &mut self,
+        expected_version: u64,
+        files: Vec<SpecFile>,
+    ) -> Result<(u64, String), ClientError> {
+        let reply = self.call(Opcode::RegistryApply, |out| {
+            crate::wire::put_u64(out, expected_version);
+            message::encode_files(&files, out)
+        })?;
+        match reply {
+            Reply::RegistryApply { version, plan } => Ok((version, plan)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `REGISTRY_HISTORY`: audit records, newest first (`limit` 0: all).
+    pub fn registry_history(&mut self, limit: u32) -> Result<Vec<AuditEntry>, ClientError> {
+        match self.call(Opcode::RegistryHistory, |out| {
+            crate::wire::put_u32(out, limit);
+            Ok(())
+        })? {
+            Reply::RegistryHistory(entries) => Ok(entries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `PUT`: an all-or-nothing batch.
+    pub fn put(&mut self, put: &Put) -> Result<CommitReply, ClientError> {
+        match self.call(Opcode::Put, |out| message::encode_put(put, out))? {
+            Reply::Put(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `DELETE`: tombstones.
+    pub fn delete(&mut self, delete: &Delete) -> Result<CommitReply, ClientError> {
+        match self.call(Opcode::Delete, |out| message::encode_delete(delete, out))? {
+            Reply::Delete(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `GET_SLATE`.
+    pub fn get_slate(&mut self, request: &SlateRequest) -> Result<SlateReply, ClientError> {
+        match self.call(Opcode::GetSlate, |out| message::encode_slate(request, out))? {
+            Reply::GetSlate(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `HISTORY`.
+    pub fn history(&mut self, request: &HistoryRequest) -> Result<HistoryReply, ClientError> {
+        match self.call(Opcode::History, |out| message::encode_history(request, out))? {
+            Reply::History(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `STATS`: the server's counters as JSON.
+    pub fn stats(&mut self) -> Result<String, ClientError> {
+        match self.call(Opcode::Stats, |_| Ok(()))? {
+            Reply::Stats(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends every request without waiting for replies in between, and
+    /// returns each one's reply, in request order. A server error fails
+    /// only its own request; a lost connection fails the whole call.
+    pub fn pipeline(
+        &mut self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        let mut results: Vec<Option<Result<Reply, ClientError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let outcome = self.pipeline_into(requests, &mut results);
+        if let Err(e) = outcome {
+            self.conn = None;
+            return Err(e);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ClientError::Protocol("no reply".into()))))
+            .collect())
+    }
+
+    fn pipeline_into(
+        &mut self,
+        requests: &[Request],
+        results: &mut [Option<Result<Reply, ClientError>>],
+    ) -> Result<(), ClientError> {
+        self.ensure_connected()?;
+        // id -> (index, opcode, bytes sent)
+        let mut pending: HashMap<u64, (usize, Opcode, usize)> = HashMap::new();
+        let (mut next, mut in_flight) = (0, 0);
+        let mut answered = 0;
+        while answered < requests.len() {
+            self.out.clear();
+            while next < requests.len()
+                && in_flight < PIPELINE_WINDOW_BYTES
+                && pending.len() < PIPELINE_WINDOW_REQUESTS
+            {
+                let request = &requests[next];
+                let id = self.take_id();
+                let before = self.out.len();
+                match message::encode_request(id, request, &mut self.out) {
+                    Ok(()) => {
+                        let sent = self.out.len() - before;
+                        in_flight += sent;
+                        pending.insert(id, (next, request.opcode(), sent));
+                    }
+                    Err(e) => {
+                        results[next] = Some(Err(ClientError::Encode(e)));
+                        answered += 1;
+                    }
+                }
+                next += 1;
+            }
+            let conn = self.conn.as_mut().ok_or_else(not_connected)?;
+            if !self.out.is_empty() {
+                conn.writer.write_all(&self.out)?;
+            }
+            if pending.is_empty() {
+                continue;
+            }
+            let (header, body) = conn.read_frame()?;
+            let (index, op, sent) = pending.remove(&header.request_id).ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "a reply to unknown request id {}",
+                    header.request_id
+                ))
+            })?;
+            in_flight -= sent;
+            answered += 1;
+            let reply = decode_reply(op, &header, body);
+            if let Err(ClientError::Server(e)) = &reply {
+                if e.code.closes_connection() {
+                    results[index] = Some(reply);
+                    return Err(ClientError::Protocol(
+                        "the server closed the connection".into(),
+                    ));
+                }
+            }
+            results[index] = Some(reply);
+        }
+        Ok(())
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn ensure_connected(&mut self) -> Result<(), ClientError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if !self.options.reconnect {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection was lost and reconnect is off",
+            )));
+        }
+        let conn = Connection::open(&self.addrs, &self.options, &mut self.next_id)?;
+        self.hello = conn.hello.clone();
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Sends one request whose body `encode` writes, and reads its reply.
+    fn call(
+        &mut self,
+        op: Opcode,
+        encode: impl Fn(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Reply, ClientError> {
+        let idempotent = !matches!(op, Opcode::Put | Opcode::Delete | Opcode::RegistryApply);
+        let fresh = self.conn.is_none();
+        match self.call_once(op, &encode) {
+            Err(ClientError::Io(e)) => {
+                self.conn = None;
+                if !idempotent {
+                    return Err(ClientError::Unknown {
+                        op: op.name(),
+                        source: e,
+                    });
+                }
+                if fresh || !self.options.reconnect {
+                    return Err(ClientError::Io(e));
+                }
+                // The connection went stale (the server restarted, an idle
+                // timeout): one retry on a fresh one.
+                self.call_once(op, &encode)
+                    .inspect_err(|_| self.conn = None)
+            }
+            Err(e @ ClientError::Protocol(_)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(ClientError::Server(e)) if e.code.closes_connection() => {
+                self.conn = None;
+                Err(ClientError::Server(e))
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(
+        &mut self,
+        op: Opcode,
+        encode: &impl Fn(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Reply, ClientError> {
+        self.ensure_connected()?;
+        let id = self.take_id();
+        self.out.clear();
+        let frame = begin_frame(id, op as u8, 0, &mut self.out);
+        encode(&mut self.out)?;
+        finish_frame(&mut self.out, frame);
+        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
+        conn.writer.write_all(&self.out)?;
+        let (header, body) = conn.read_frame()?;
+        if header.request_id != id {
+            return Err(ClientError::Protocol(format!(
+                "reply id {} to request {id}",
+                header.request_id
+            )));
+        }
+        decode_reply(op, &header, body)
+    }
+}
+
+fn not_connected() -> ClientError {
+    ClientError::Io(io::Error::new(io::ErrorKind::NotConnected, "not connected"))
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected {} reply", reply.opcode().name()))
+}
+
+/// The reply (or server error) in a frame answering `op`.
+fn decode_reply(op: Opcode, header: &FrameHeader, body: Body) -> Result<Reply, ClientError> {
+    if header.flags & flags::ERROR != 0 {
+        return Err(ClientError::Server(decode_error(body.bytes())?));
+    }
+    if header.opcode != op as u8 {
+        return Err(ClientError::Protocol(format!(
+            "a reply with opcode {:#04x} to {}",
+            header.opcode,
+            op.name()
+        )));
+    }
+    Ok(Reply::decode(op, body)?)
+}
+
+impl Connection {
+    fn open(
+        addrs: &[SocketAddr],
+        options: &ClientOptions,
+        next_id: &mut u64,
+    ) -> Result<Connection, ClientError> {
+        let mut last = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(addr, options.connect_timeout) {
+                Ok(stream) => return Connection::hello(stream, options, next_id),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ClientError::Io(
+            last.unwrap_or_else(|| io::Error::other("no address")),
+        ))
+    }
+
+    fn hello(
+        stream: TcpStream,
+        options: &ClientOptions,
+        next_id: &mut u64,
+    ) -> Result<Connection, ClientError> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(options.request_timeout))?;
+        stream.set_write_timeout(Some(options.request_timeout))?;
+        let placeholder = HelloReply {
+            version: PROTOCOL_VERSION,
+            role: Role::Read,
+            identity: String::new(),
+            server: String::new(),
+            max_frame: DEFAULT_MAX_FRAME_BYTES as u32,
+        };
+        let mut conn = Connection {
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, stream.try_clone()?),
+            writer: stream,
+            hello: placeholder,
+        };
+        let id = *next_id;
+        *next_id += 1;
+        let request = Request::Hello(Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            client: options.client_name.clone(),
+            token: options.token.clone(),
+        });
+        let mut out = Vec::new();
+        message::encode_request(id, &request, &mut out)?;
+        conn.writer.write_all(&out)?;
+        let (header, body) = conn.read_frame()?;
+        match decode_reply(Opcode::Hello, &header, body)? {
+            Reply::Hello(h) if h.version == PROTOCOL_VERSION => {
+                conn.hello = h;
+                Ok(conn)
+            }
+            Reply::Hello(h) => Err(ClientError::Protocol(format!(
+                "the server chose version {}",
+                h.version
+            ))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Reads one whole reply frame. A streamed reply (frames with `MORE`)
+    /// is read to its end so the stream stays in step, then refused: no
+    /// version 1 operation streams.
+    fn read_frame(&mut self) -> Result<(FrameHeader, Body), ClientError> {
+        let (header, body) = self.read_one()?;
+        if header.flags & flags::MORE == 0 {
+            return Ok((header, body));
+        }
+        loop {
+            let (h, _) = self.read_one()?;
+            if h.request_id == header.request_id && h.flags & flags::MORE == 0 {
+                return Err(ClientError::Protocol(
+                    "a streamed reply to an operation that does not stream".into(),
+                ));
+            }
+        }
+    }
+
+    fn read_one(&mut self) -> Result<(FrameHeader, Body), ClientError> {
+        let mut raw = [0u8; HEADER_LEN];
+        self.reader.read_exact(&mut raw)?;
+        let max = (self.hello.max_frame as usize).max(DEFAULT_MAX_FRAME_BYTES);
+        let header =
+            FrameHeader::decode(&raw, max).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if header.flags & flags::REPLY == 0 {
+            return Err(ClientError::Protocol(
+                "a server frame without the REPLY flag".into(),
+            ));
+        }
+        let body = Body::filled_by(header.body_len as usize, |b| self.reader.read_exact(b))?;
+        Ok((header, body))
+    }
+}
