@@ -4,12 +4,11 @@
 //! - [`registry`]: typed entities and feature groups, their validation,
 //!   evolution rules, durable storage and audit log;
 //! - [`row`]: the typed row codec that turns feature values into the bytes
-//!   the storage engine keeps, per a group's schema.
-//!
-//! The network transport and the CLI commands that drive them come with the
-//! server.
+//!   the storage engine keeps, per a group's schema;
+//! - [`serve`]: the network server (`tessera serve`).
 
 #![deny(missing_docs)]
 
 pub mod registry;
 pub mod row;
+pub mod serve;

@@ -116,6 +116,16 @@ impl Projection {
     /// request order.
     pub fn decode_into(&self, row: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
         out.clear();
+        let (reads, layout) = self.reads_for(row)?;
+        for read in reads {
+            out.push(to_value(read_raw(row, layout, read)?, read)?);
+        }
+        Ok(())
+    }
+
+    /// The reads and layout for `row`'s schema version, after checking its
+    /// header and length.
+    fn reads_for(&self, row: &[u8]) -> Result<(&[Read], &Layout), DecodeError> {
         let version = read_header(row)?;
         let (index, layout) =
             self.schema
@@ -127,8 +137,21 @@ impl Projection {
                 })?;
         check_length(row, layout)?;
         let reads = self.reads.get(index).map_or(&[][..], Vec::as_slice);
-        for read in reads {
-            out.push(read_value(row, layout, read)?);
+        Ok((reads, layout))
+    }
+
+    /// Calls `f(i, value)` for each requested feature `i` of `row`, with the
+    /// value's stored bytes rather than a decoded [`Value`]: numbers,
+    /// embeddings and lists are little-endian, as the wire wants them, so a
+    /// server copies them straight into a reply.
+    pub fn visit_raw<'r>(
+        &self,
+        row: &'r [u8],
+        mut f: impl FnMut(usize, RawValue<'r>),
+    ) -> Result<(), DecodeError> {
+        let (reads, layout) = self.reads_for(row)?;
+        for (i, read) in reads.iter().enumerate() {
+            f(i, read_raw(row, layout, read)?);
         }
         Ok(())
     }
@@ -192,7 +215,20 @@ fn check_length(row: &[u8], layout: &Layout) -> Result<(), DecodeError> {
     }
 }
 
-fn read_value(row: &[u8], layout: &Layout, read: &Read) -> Result<Value, DecodeError> {
+/// A requested feature's stored bytes in one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawValue<'r> {
+    /// Null, or a feature the row's schema version did not have.
+    Null,
+    /// A fixed-width value (numbers, bools, timestamps, embeddings):
+    /// exactly its type's width, little-endian.
+    Fixed(FeatureType, &'r [u8]),
+    /// A variable-length value (strings, bytes, lists) as stored; see
+    /// [`layout`](super::layout) for lists.
+    Var(FeatureType, &'r [u8]),
+}
+
+fn read_raw<'r>(row: &'r [u8], layout: &Layout, read: &Read) -> Result<RawValue<'r>, DecodeError> {
     let &Read::Present {
         slot,
         byte,
@@ -201,26 +237,50 @@ fn read_value(row: &[u8], layout: &Layout, read: &Read) -> Result<Value, DecodeE
         ty,
     } = read
     else {
-        return Ok(Value::Null);
+        return Ok(RawValue::Null);
     };
     let bad = |reason| DecodeError::BadValue { slot, reason };
     let present = row.get(byte).ok_or(bad("null bitmap out of bounds"))? & mask != 0;
     if !present {
-        return Ok(Value::Null);
+        return Ok(RawValue::Null);
     }
     match place {
         Place::Fixed { at, width } => {
             let bytes = row
                 .get(at..at + width)
                 .ok_or(bad("fixed value out of bounds"))?;
-            read_fixed(ty, bytes).ok_or(bad("invalid fixed-width value"))
+            Ok(RawValue::Fixed(ty, bytes))
         }
         Place::Var(k) => {
             let bytes =
                 var_bytes(row, layout, k).ok_or(bad("var offsets out of order or bounds"))?;
-            read_var(ty, bytes).ok_or(bad("invalid variable-length value"))
+            Ok(RawValue::Var(ty, bytes))
         }
     }
+}
+
+impl RawValue<'_> {
+    /// The value these bytes hold; `None` if they are not a valid value of
+    /// their type.
+    pub fn to_value(self) -> Option<Value> {
+        match self {
+            RawValue::Null => Some(Value::Null),
+            RawValue::Fixed(ty, bytes) => read_fixed(ty, bytes),
+            RawValue::Var(ty, bytes) => read_var(ty, bytes),
+        }
+    }
+}
+
+fn to_value(raw: RawValue<'_>, read: &Read) -> Result<Value, DecodeError> {
+    let slot = match read {
+        Read::Present { slot, .. } => *slot,
+        Read::Absent => 0,
+    };
+    let reason = match raw {
+        RawValue::Fixed(..) => "invalid fixed-width value",
+        _ => "invalid variable-length value",
+    };
+    raw.to_value().ok_or(DecodeError::BadValue { slot, reason })
 }
 
 /// A fixed-width value from exactly its bytes.

@@ -19,7 +19,7 @@ mod decode;
 mod encode;
 mod value;
 
-pub use decode::{DecodeError, Projection};
+pub use decode::{DecodeError, Projection, RawValue};
 pub use encode::{EncodeError, EncodedBatch, RowWriter};
 pub use value::{Value, ValueError};
 

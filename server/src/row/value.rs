@@ -1,61 +1,10 @@
 //! Feature and key values, and the ways a value can be unfit for its column.
 //!
-//! A [`Value`] carries its own type; the codec accepts it only for a column
-//! of exactly that type (no implicit widening), so what is read back is
-//! exactly what was written.
+//! [`Value`] is the wire's (`tessera_protocol`): it carries its own type,
+//! and the codec accepts it only for a column of exactly that type (no
+//! implicit widening), so what is read back is exactly what was written.
 
-/// One feature or key value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    /// No value.
-    Null,
-    /// A `bool`.
-    Bool(bool),
-    /// An `int32`.
-    Int32(i32),
-    /// An `int64`, or an int64 key column.
-    Int64(i64),
-    /// A `float32`; finite.
-    Float32(f32),
-    /// A `float64`; finite.
-    Float64(f64),
-    /// A `string`, or a string key column.
-    String(String),
-    /// `bytes`.
-    Bytes(Vec<u8>),
-    /// A `timestamp`: microseconds since the Unix epoch.
-    Timestamp(i64),
-    /// An `embedding(dim)`: exactly `dim` finite values.
-    Embedding(Vec<f32>),
-    /// A `list<int64>`.
-    ListInt64(Vec<i64>),
-    /// A `list<float32>`; finite elements.
-    ListFloat32(Vec<f32>),
-    /// A `list<string>`.
-    ListString(Vec<String>),
-}
-
-impl Value {
-    /// The name of the value's type, as in specs (`embedding` without its
-    /// dimension).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::Null => "null",
-            Value::Bool(_) => "bool",
-            Value::Int32(_) => "int32",
-            Value::Int64(_) => "int64",
-            Value::Float32(_) => "float32",
-            Value::Float64(_) => "float64",
-            Value::String(_) => "string",
-            Value::Bytes(_) => "bytes",
-            Value::Timestamp(_) => "timestamp",
-            Value::Embedding(_) => "embedding",
-            Value::ListInt64(_) => "list<int64>",
-            Value::ListFloat32(_) => "list<float32>",
-            Value::ListString(_) => "list<string>",
-        }
-    }
-}
+pub use tessera_protocol::Value;
 
 /// Why a value cannot be written to its column.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

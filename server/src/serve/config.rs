@@ -1,0 +1,346 @@
+//! The server's settings: defaults, an optional TOML file (`--config`), and
+//! command-line flags, which override the file.
+//!
+//! Invariant: a [`ServeConfig`] that passed [`ServeConfig::validate`] never
+//! listens on a non-loopback address without tokens unless
+//! `allow_insecure_remote` says so explicitly.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_protocol::{Role, DEFAULT_MAX_FRAME_BYTES, MAX_FRAME_BYTES_LIMIT, MIN_FRAME_BYTES};
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./tessera-data";
+/// Default address of the binary protocol.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
+/// Default address of `/metrics` and `/healthz`.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:7412";
+/// Default most connections served at once; more are refused.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default longest a request may wait before it starts executing.
+pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 5_000;
+/// Default longest a connection may stay idle (or half-sent) before it is
+/// closed.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
+/// Default longest graceful shutdown waits for requests in flight.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+
+/// One access token.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The secret the client sends in `HELLO`.
+    pub token: String,
+    /// `read`, `write` or `admin`.
+    pub role: String,
+    /// Who holds it, for audit records and logs.
+    pub identity: String,
+}
+
+/// The WAL durability policy, as written in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilitySetting {
+    /// fsync before each acknowledgement.
+    Sync,
+    /// fsync at most every this many milliseconds.
+    IntervalMs(u64),
+    /// Never fsync the WAL.
+    None,
+}
+
+impl DurabilitySetting {
+    /// Parses `sync`, `none` or `interval:<ms>`.
+    pub fn parse(s: &str) -> Result<DurabilitySetting, String> {
+        match s {
+            "sync" => Ok(DurabilitySetting::Sync),
+            "none" => Ok(DurabilitySetting::None),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.trim_end_matches("ms").parse().ok())
+                .filter(|&ms| ms > 0)
+                .map(DurabilitySetting::IntervalMs)
+                .ok_or_else(|| {
+                    format!("durability `{s}`: expected `sync`, `none` or `interval:<ms>` (ms > 0)")
+                }),
+        }
+    }
+
+    /// The engine's policy.
+    pub fn to_engine(self) -> tessera_storage::Durability {
+        match self {
+            DurabilitySetting::Sync => tessera_storage::Durability::Sync,
+            DurabilitySetting::IntervalMs(ms) => {
+                tessera_storage::Durability::Interval(Duration::from_millis(ms))
+            }
+            DurabilitySetting::None => tessera_storage::Durability::None,
+        }
+    }
+}
+
+/// The config file's shape: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// See [`ServeConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`ServeConfig::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`ServeConfig::metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
+    /// See [`ServeConfig::max_connections`].
+    pub max_connections: Option<usize>,
+    /// See [`ServeConfig::max_frame_bytes`].
+    pub max_frame_bytes: Option<usize>,
+    /// See [`ServeConfig::request_deadline`], in milliseconds.
+    pub request_deadline_ms: Option<u64>,
+    /// See [`ServeConfig::idle_timeout`], in seconds.
+    pub idle_timeout_s: Option<u64>,
+    /// See [`ServeConfig::shutdown_grace`], in seconds.
+    pub shutdown_grace_s: Option<u64>,
+    /// `sync`, `none` or `interval:<ms>`.
+    pub durability: Option<String>,
+    /// See [`ServeConfig::block_cache_mib`].
+    pub block_cache_mib: Option<usize>,
+    /// See [`ServeConfig::worker_threads`].
+    pub worker_threads: Option<usize>,
+    /// See [`ServeConfig::allow_insecure_remote`].
+    pub allow_insecure_remote: Option<bool>,
+    /// Access tokens; none means local development mode.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> Result<ConfigFile, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+}
+
+/// Everything `tessera serve` runs with.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Where the engine (`engine/`) and the registry (`registry/`) live.
+    pub data_dir: PathBuf,
+    /// Address of the binary protocol.
+    pub listen: SocketAddr,
+    /// Address of `/metrics` and `/healthz`; `None` disables them.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connections served at once; more are refused with `UNAVAILABLE`.
+    pub max_connections: usize,
+    /// Largest frame accepted or sent, header included.
+    pub max_frame_bytes: usize,
+    /// Longest a request may wait between its frame being read and its
+    /// execution starting.
+    pub request_deadline: Duration,
+    /// Longest a connection may sit idle, or take to send one frame.
+    pub idle_timeout: Duration,
+    /// Longest shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+    /// The WAL's durability policy.
+    pub durability: DurabilitySetting,
+    /// Block cache size; `None`: the engine's default.
+    pub block_cache_mib: Option<usize>,
+    /// Async worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
+    /// Allow a non-loopback listen address without tokens.
+    pub allow_insecure_remote: bool,
+    /// Access tokens; none means local development mode.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        ServeConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: parse_default(DEFAULT_LISTEN),
+            metrics_listen: Some(parse_default(DEFAULT_METRICS_LISTEN)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            request_deadline: Duration::from_millis(DEFAULT_REQUEST_DEADLINE_MS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_S),
+            durability: DurabilitySetting::IntervalMs(5),
+            block_cache_mib: None,
+            worker_threads: None,
+            allow_insecure_remote: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl ServeConfig {
+    /// The defaults overridden by `file`.
+    pub fn from_file(file: ConfigFile) -> Result<ServeConfig, String> {
+        let d = ServeConfig::default();
+        let durability = match file.durability {
+            Some(s) => DurabilitySetting::parse(&s)?,
+            None => d.durability,
+        };
+        Ok(ServeConfig {
+            data_dir: file.data_dir.unwrap_or(d.data_dir),
+            listen: file.listen.unwrap_or(d.listen),
+            metrics_listen: file.metrics_listen.or(d.metrics_listen),
+            max_connections: file.max_connections.unwrap_or(d.max_connections),
+            max_frame_bytes: file.max_frame_bytes.unwrap_or(d.max_frame_bytes),
+            request_deadline: file
+                .request_deadline_ms
+                .map_or(d.request_deadline, Duration::from_millis),
+            idle_timeout: file
+                .idle_timeout_s
+                .map_or(d.idle_timeout, Duration::from_secs),
+            shutdown_grace: file
+                .shutdown_grace_s
+                .map_or(d.shutdown_grace, Duration::from_secs),
+            durability,
+            block_cache_mib: file.block_cache_mib,
+            worker_threads: file.worker_threads,
+            allow_insecure_remote: file.allow_insecure_remote.unwrap_or(false),
+            tokens: file.tokens,
+        })
+    }
+
+    /// Checks the settings together; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tokens.is_empty() && !self.listen.ip().is_loopback() && !self.allow_insecure_remote
+        {
+            return Err(format!(
+                "refusing to listen on {} without auth: configure tokens, listen on loopback, \
+                 or pass --allow-insecure-remote",
+                self.listen
+            ));
+        }
+        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES_LIMIT).contains(&self.max_frame_bytes) {
+            return Err(format!(
+                "max_frame_bytes {} is outside {MIN_FRAME_BYTES}..={MAX_FRAME_BYTES_LIMIT}",
+                self.max_frame_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.worker_threads == Some(0) {
+            return Err("worker_threads must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tokens {
+            if role_of(&t.role).is_none() {
+                return Err(format!(
+                    "token of `{}`: role `{}` is not read, write or admin",
+                    t.identity, t.role
+                ));
+            }
+            if t.token.is_empty() {
+                return Err(format!("token of `{}` is empty", t.identity));
+            }
+            if !seen.insert(&t.token) {
+                return Err(format!("token of `{}` is configured twice", t.identity));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The role a config names.
+pub fn role_of(name: &str) -> Option<Role> {
+    match name {
+        "read" => Some(Role::Read),
+        "write" => Some(Role::Write),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_parses() {
+        assert_eq!(
+            DurabilitySetting::parse("sync"),
+            Ok(DurabilitySetting::Sync)
+        );
+        assert_eq!(
+            DurabilitySetting::parse("none"),
+            Ok(DurabilitySetting::None)
+        );
+        assert_eq!(
+            DurabilitySetting::parse("interval:5ms"),
+            Ok(DurabilitySetting::IntervalMs(5))
+        );
+        assert_eq!(
+            DurabilitySetting::parse("interval:20"),
+            Ok(DurabilitySetting::IntervalMs(20))
+        );
+        for bad in ["", "fast", "interval:", "interval:0", "interval:-3"] {
+            assert!(DurabilitySetting::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn remote_listen_without_tokens_is_refused() {
+        let mut c = ServeConfig {
+            listen: "0.0.0.0:7411".parse().unwrap(),
+            ..ServeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("without auth"));
+        c.allow_insecure_remote = true;
+        assert!(c.validate().is_ok());
+        c.allow_insecure_remote = false;
+        c.tokens.push(TokenConfig {
+            token: "s3cret".into(),
+            role: "read".into(),
+            identity: "ranker".into(),
+        });
+        assert!(c.validate().is_ok());
+        assert!(ServeConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_tokens_and_limits_are_refused() {
+        let token = |t: &str, r: &str| TokenConfig {
+            token: t.into(),
+            role: r.into(),
+            identity: "x".into(),
+        };
+        let with = |tokens| ServeConfig {
+            tokens,
+            ..ServeConfig::default()
+        };
+        assert!(with(vec![token("a", "root")]).validate().is_err());
+        assert!(with(vec![token("", "read")]).validate().is_err());
+        assert!(with(vec![token("a", "read"), token("a", "admin")])
+            .validate()
+            .is_err());
+        let tiny = ServeConfig {
+            max_frame_bytes: 100,
+            ..ServeConfig::default()
+        };
+        assert!(tiny.validate().is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let file: ConfigFile = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndurability = \"sync\"\n\
+             [[tokens]]\ntoken = \"t\"\nrole = \"admin\"\nidentity = \"ops\"\n",
+        )
+        .unwrap();
+        let c = ServeConfig::from_file(file).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.durability, DurabilitySetting::Sync);
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(toml::from_str::<ConfigFile>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! One client connection: frames in, replies out, in order.
+//!
+//! Requests on a connection are read and executed one after another;
+//! clients pipeline by sending more before the replies arrive, and replies
+//! are flushed when no further request is already buffered, so a pipelined
+//! burst costs few writes. Memory per connection is bounded: one request
+//! body (at most the frame limit), one reply (refused past the frame limit)
+//! and fixed-size socket buffers. A client that stops reading blocks its own
+//! connection's writes, and so its reads: nothing queues up.
+//!
+//! Reads run on the async worker (a slate takes microseconds); writes and
+//! registry applies, which wait for fsync, run on the blocking pool so they
+//! never stall other connections.
+
+use super::auth::Session;
+use super::service::{fail, Failure};
+use super::Shared;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_protocol::{
+    encode_error, encode_reply, flags, ErrorBody, ErrorCode, FrameHeader, HelloReply, Opcode,
+    Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Socket buffer sizes on our side of each connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+const WRITE_BUFFER_BYTES: usize = 64 << 10;
+
+/// What the connection does after a request.
+enum Next {
+    Continue,
+    /// The error closes the connection (after it is sent).
+    Close,
+}
+
+/// Serves one connection until the client leaves, an unrecoverable frame
+/// error, the idle timeout, or shutdown.
+pub(super) async fn serve(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (rd, wr) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
+    let mut conn = Connection {
+        shared,
+        session: None,
+        out: Vec::with_capacity(WRITE_BUFFER_BYTES),
+    };
+    let idle = conn.shared.config.idle_timeout;
+    loop {
+        let mut header = [0u8; HEADER_LEN];
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, reader.read_exact(&mut header)) => r,
+            _ = shutdown.changed() => break,
+        };
+        match read {
+            Ok(Ok(_)) => {}
+            // A clean close, a reset, or an idle client: nothing to answer.
+            Ok(Err(_)) | Err(_) => break,
+        }
+        let received = Instant::now();
+        let next = match conn.read_frame(&header, &mut reader, idle).await {
+            Ok((h, body)) => conn.handle(h, body, received).await,
+            Err(next) => next,
+        };
+        if conn
+            .flush_if_idle(&mut writer, &reader, &next)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if let Next::Close = next {
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+    if let Some(peer) = peer {
+        tracing::debug!(%peer, "connection closed");
+    }
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    session: Option<Session>,
+    /// Replies not yet handed to the socket writer.
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Checks the header and reads the body. A frame that cannot be trusted
+    /// gets its error queued and `Err(Close)`.
+    async fn read_frame(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        idle: Duration,
+    ) -> Result<(FrameHeader, Vec<u8>), Next> {
+        let max_frame = self.shared.config.max_frame_bytes;
+        let h = match FrameHeader::decode(header, max_frame) {
+            Ok(h) => h,
+            Err(e) => {
+                self.shared.log.warn(format_args!("bad frame: {e}"));
+                // The id is only trusted when the magic matched.
+                let id = if header[..4] == tessera_protocol::MAGIC {
+                    u64::from_le_bytes(header[8..16].try_into().unwrap_or_default())
+                } else {
+                    0
+                };
+                self.error(id, header[5], None, fail(e.code(), e.to_string()));
+                return Err(Next::Close);
+            }
+        };
+        let mut body = vec![0u8; h.body_len as usize];
+        match tokio::time::timeout(idle, reader.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(Next::Close),
+        }
+        self.shared.metrics.bytes_in(HEADER_LEN + body.len());
+        Ok((h, body))
+    }
+
+    /// Decodes, authorizes and executes one request, queuing its reply.
+    async fn handle(&mut self, h: FrameHeader, body: Vec<u8>, received: Instant) -> Next {
+        let Some(op) = Opcode::from_u8(h.opcode) else {
+            let msg = format!("unknown opcode {:#04x}", h.opcode);
+            return self.error(
+                h.request_id,
+                h.opcode,
+                None,
+                fail(ErrorCode::UnknownOpcode, msg),
+            );
+        };
+        if h.flags & flags::REPLY != 0 {
+            let msg = "a request frame has the REPLY flag set";
+            return self.error(
+                h.request_id,
+                h.opcode,
+                Some(op),
+                fail(ErrorCode::BadRequest, msg),
+            );
+        }
+        let request = match Request::decode(op, &body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.shared
+                    .log
+                    .warn(format_args!("bad {} request: {e}", op.name()));
+                return self.error(
+                    h.request_id,
+                    h.opcode,
+                    Some(op),
+                    fail(e.code(), e.to_string()),
+                );
+            }
+        };
+        let session = match (&self.session, request) {
+            (None, Request::Hello(hello)) => return self.hello(h.request_id, &hello),
+            (None, _) => {
+                let msg = "the first request on a connection must be HELLO";
+                return self.error(
+                    h.request_id,
+                    h.opcode,
+                    Some(op),
+                    fail(ErrorCode::AuthRequired, msg),
+                );
+            }
+            (Some(s), request) => (s.clone(), request),
+        };
+        let (session, request) = session;
+        if !session.role.permits(op) {
+            let msg = format!(
+                "{} may not {}: its role is {}",
+                session.identity,
+                op.name(),
+                session.role.name()
+            );
+            return self.error(
+                h.request_id,
+                h.opcode,
+                Some(op),
+                fail(ErrorCode::PermissionDenied, msg),
+            );
+        }
+        if received.elapsed() > self.shared.config.request_deadline {
+            let msg = "the request waited past the server's deadline";
+            return self.error(
+                h.request_id,
+                h.opcode,
+                Some(op),
+                fail(ErrorCode::DeadlineExceeded, msg),
+            );
+        }
+        let result = self.execute(op, &session, h.request_id, request).await;
+        self.shared.metrics.request(op, received.elapsed());
+        match result {
+            Ok(()) => Next::Continue,
+            Err(f) => self.error(h.request_id, h.opcode, Some(op), f),
+        }
+    }
+
+    /// Runs the request, appending its reply frame to `out` (nothing on
+    /// error).
+    async fn execute(
+        &mut self,
+        op: Opcode,
+        session: &Session,
+        request_id: u64,
+        request: Request,
+    ) -> Result<(), Failure> {
+        let start = self.out.len();
+        let result = if waits_for_disk(op) {
+            let shared = self.shared.clone();
+            let session = session.clone();
+            let mut out = std::mem::take(&mut self.out);
+            let joined = tokio::task::spawn_blocking(move || {
+                let r = shared
+                    .service
+                    .execute(&session, request_id, request, &mut out);
+                (r, out)
+            })
+            .await;
+            match joined {
+                Ok((r, out)) => {
+                    self.out = out;
+                    r
+                }
+                Err(e) => Err(fail(
+                    ErrorCode::Internal,
+                    format!("the request failed: {e}"),
+                )),
+            }
+        } else {
+            self.shared
+                .service
+                .execute(session, request_id, request, &mut self.out)
+        };
+        let written = self.out.len().saturating_sub(start);
+        match result {
+            Ok(()) if written > self.shared.config.max_frame_bytes => {
+                self.out.truncate(start);
+                Err(fail(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the reply would be {written} bytes, over the frame limit of {}",
+                        self.shared.config.max_frame_bytes
+                    ),
+                ))
+            }
+            Ok(()) => Ok(()),
+            Err(f) => {
+                self.out.truncate(start);
+                Err(f)
+            }
+        }
+    }
+
+    fn hello(&mut self, request_id: u64, hello: &tessera_protocol::Hello) -> Next {
+        let op = Some(Opcode::Hello);
+        if hello.min_version > PROTOCOL_VERSION || hello.max_version < PROTOCOL_VERSION {
+            let msg = format!(
+                "this server speaks protocol version {PROTOCOL_VERSION}; the client asked for {}..={}",
+                hello.min_version, hello.max_version
+            );
+            return self.error(
+                request_id,
+                Opcode::Hello as u8,
+                op,
+                fail(ErrorCode::UnsupportedVersion, msg),
+            );
+        }
+        let Some(session) = self.shared.auth.authenticate(&hello.token) else {
+            self.shared.log.warn(format_args!(
+                "authentication failed for client `{}`",
+                hello.client
+            ));
+            let msg = "authentication failed: unknown token";
+            return self.error(
+                request_id,
+                Opcode::Hello as u8,
+                op,
+                fail(ErrorCode::AuthFailed, msg),
+            );
+        };
+        let reply = Reply::Hello(HelloReply {
+            version: PROTOCOL_VERSION,
+            role: session.role,
+            identity: session.identity.clone(),
+            server: format!("tessera {}", env!("CARGO_PKG_VERSION")),
+            max_frame: u32::try_from(self.shared.config.max_frame_bytes).unwrap_or(u32::MAX),
+        });
+        encode_reply(request_id, &reply, &mut self.out);
+        self.session = Some(session);
+        Next::Continue
+    }
+
+    /// Queues an error reply; says whether it closes the connection.
+    fn error(&mut self, request_id: u64, opcode: u8, op: Option<Opcode>, f: ErrorBody) -> Next {
+        self.shared.metrics.error(op, f.code);
+        let closes = f.code.closes_connection();
+        encode_error(request_id, opcode, &f, &mut self.out);
+        if closes {
+            Next::Close
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// Hands queued replies to the socket, flushing unless more requests
+    /// are already buffered (the client is pipelining) and the connection
+    /// stays open.
+    async fn flush_if_idle(
+        &mut self,
+        writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        reader: &BufReader<tokio::net::tcp::OwnedReadHalf>,
+        next: &Next,
+    ) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.shared.metrics.bytes_out(self.out.len());
+            writer.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        if reader.buffer().is_empty() || matches!(next, Next::Close) {
+            writer.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// True for operations that wait for fsync (or a registry file write).
+fn waits_for_disk(op: Opcode) -> bool {
+    matches!(op, Opcode::Put | Opcode::Delete | Opcode::RegistryApply)
+}

@@ -1,0 +1,268 @@
+//! `tessera serve`: the network server.
+//!
+//! Concurrency model: a tokio multi-threaded runtime with one worker per
+//! core. Each connection is a task ([`conn`]); reads execute on the worker
+//! that owns the connection, writes and registry applies (which wait for
+//! fsync) on tokio's blocking pool. Thousands of idle connections cost a
+//! task and two small buffers each, not a thread. `docs/design.md` gives the
+//! measurements behind the choice.
+//!
+//! Shutdown (SIGTERM or SIGINT): stop accepting; let every connection
+//! finish the request it is executing and close; after the grace period
+//! abort the rest; then close the engine, which makes the WAL durable and
+//! checkpoints the hash index. Exit status 0 when all of that succeeded.
+
+mod auth;
+mod config;
+mod conn;
+mod http;
+mod metrics;
+mod service;
+mod slate;
+mod write;
+
+pub use auth::{Auth, Session, LOCAL_IDENTITY};
+pub use config::{ConfigFile, DurabilitySetting, ServeConfig, TokenConfig};
+pub use metrics::Metrics;
+pub use service::Service;
+pub use slate::wire_type;
+
+use crate::registry::RegistryStore;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_protocol::{encode_error, ErrorBody, ErrorCode};
+use tessera_storage::{Engine, Options};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Subdirectory of the data directory holding the registry.
+pub const REGISTRY_DIR: &str = "registry";
+/// Subdirectory of the data directory holding the engine's files.
+pub const ENGINE_DIR: &str = "engine";
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The engine failed to open or close.
+    #[error("storage: {0}")]
+    Storage(#[from] tessera_storage::Error),
+    /// The registry failed to open.
+    #[error("registry: {0}")]
+    Registry(#[from] crate::registry::StoreError),
+    /// A socket or the runtime failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the server was doing.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else that stops the server.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) config: ServeConfig,
+    pub(crate) service: Service,
+    pub(crate) auth: Auth,
+    pub(crate) metrics: Metrics,
+    pub(crate) log: RateLimitedLog,
+}
+
+/// Warnings about client mistakes, at most [`LOG_BURST`] per second, so a
+/// hostile client cannot flood the log; the rest are counted and reported.
+pub(crate) struct RateLimitedLog {
+    second: AtomicU64,
+    in_second: AtomicU64,
+    suppressed: AtomicU64,
+    started: Instant,
+}
+
+/// Warnings logged per second before suppression.
+const LOG_BURST: u64 = 20;
+
+impl RateLimitedLog {
+    fn new() -> RateLimitedLog {
+        RateLimitedLog {
+            second: AtomicU64::new(0),
+            in_second: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Logs `msg` unless this second's budget is spent.
+    pub(crate) fn warn(&self, msg: std::fmt::Arguments<'_>) {
+        let now = self.started.elapsed().as_secs();
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            self.in_second.store(0, Ordering::Relaxed);
+            let dropped = self.suppressed.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(dropped, "client warnings suppressed in the last second(s)");
+            }
+        }
+        if self.in_second.fetch_add(1, Ordering::Relaxed) < LOG_BURST {
+            tracing::warn!("{msg}");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Opens the data directory and serves until SIGTERM or SIGINT.
+pub fn run(config: ServeConfig) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let shared = Arc::new(open(config)?);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = shared.config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
+        .enable_all()
+        .thread_name("tessera-worker")
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    let served = runtime.block_on(serve(shared.clone()));
+    runtime.shutdown_timeout(shared.config.shutdown_grace);
+    served?;
+    let shared = Arc::try_unwrap(shared).map_err(|_| {
+        ServeError::Other("a request was still running after the shutdown grace period".into())
+    })?;
+    tracing::info!("closing the engine");
+    shared.service.into_engine().close()?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Opens the engine and the registry.
+fn open(config: ServeConfig) -> Result<Shared, ServeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io_err(format!("creating {}", config.data_dir.display())))?;
+    let registry = RegistryStore::open(config.data_dir.join(REGISTRY_DIR))?;
+    let defaults = Options::default();
+    let options = Options {
+        durability: config.durability.to_engine(),
+        block_cache_bytes: config
+            .block_cache_mib
+            .map_or(defaults.block_cache_bytes, |m| m << 20),
+        ..defaults
+    };
+    let engine = Engine::open(config.data_dir.join(ENGINE_DIR), options)?;
+    let service = Service::new(engine, registry).map_err(|e| ServeError::Other(e.message))?;
+    Ok(Shared {
+        auth: Auth::new(&config.tokens),
+        metrics: Metrics::new().map_err(|e| ServeError::Other(format!("metrics: {e}")))?,
+        log: RateLimitedLog::new(),
+        config,
+        service,
+    })
+}
+
+/// Accepts connections until a signal, then drains them.
+async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
+    let config = &shared.config;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io_err(format!("listening on {}", config.listen)))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    if let Some(addr) = config.metrics_listen {
+        let http = TcpListener::bind(addr)
+            .await
+            .map_err(io_err(format!("listening on {addr} for metrics")))?;
+        let addr = http
+            .local_addr()
+            .map_err(io_err("reading the metrics address"))?;
+        tasks.spawn(http::serve(http, shared.clone(), stop_rx.clone()));
+        println!("tessera metrics on http://{addr}");
+    }
+    let local = listener
+        .local_addr()
+        .map_err(io_err("reading the listen address"))?;
+    tracing::info!(addr = %local, dev_mode = shared.auth.is_open(), "serving");
+    // Tests and scripts wait for this line to know the port is open.
+    println!("tessera listening on {local}");
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut signal => break,
+        };
+        let Ok((mut stream, _peer)) = accepted else {
+            continue;
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (shared, stop) = (shared.clone(), stop_rx.clone());
+                shared.metrics.connection_opened();
+                tasks.spawn(async move {
+                    conn::serve(stream, shared.clone(), stop).await;
+                    shared.metrics.connection_closed();
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                shared.metrics.connection_refused();
+                tokio::spawn(async move {
+                    let mut frame = Vec::new();
+                    let err = ErrorBody {
+                        code: ErrorCode::Unavailable,
+                        message: "the server is at its connection limit".into(),
+                    };
+                    encode_error(0, 0, &err, &mut frame);
+                    let _ = stream.write_all(&frame).await;
+                });
+            }
+        }
+        // Reap finished connection tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    tracing::info!("shutting down: no longer accepting connections");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("aborting connections still busy after the grace period");
+        tasks.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        // Without signal handlers, only an explicit stop would end the
+        // server: fall back to ctrl-c.
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

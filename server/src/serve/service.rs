@@ -1,0 +1,325 @@
+//! The service: executes decoded requests against the engine and the
+//! registry. It knows nothing of sockets; [`super::conn`] feeds it.
+//!
+//! It keeps, per registry version, each group's [`RowSchema`] and the
+//! projections clients ask for, so a slate does not rebuild them. A
+//! registry apply replaces the cache whole (a new version), and configures
+//! the engine tables of changed groups; groups the apply did not touch keep
+//! being served throughout.
+
+use super::auth::Session;
+use super::slate;
+use crate::registry::{RegistryStore, RegistryVersion, Spec, StoreError};
+use crate::row::{Projection, RowSchema};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tessera_protocol::{AuditEntry, CommitReply, ErrorBody, ErrorCode, Reply, Request, SpecFile};
+use tessera_storage::Engine;
+
+/// What a failed request answers.
+pub type Failure = ErrorBody;
+
+/// A failure with `code` and `message`.
+pub fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
+    ErrorBody {
+        code,
+        message: message.into(),
+    }
+}
+
+/// A storage error as the client sees it.
+pub fn storage_failure(e: tessera_storage::Error) -> Failure {
+    match e {
+        tessera_storage::Error::ReadOnly(reason) => fail(ErrorCode::ReadOnly, reason),
+        tessera_storage::Error::InvalidArgument(m) => fail(ErrorCode::Validation, m),
+        other => fail(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// Group schemas of one registry version.
+struct Schemas {
+    version: RegistryVersion,
+    groups: HashMap<String, RowSchema>,
+}
+
+/// Projections clients asked for, by group and feature list, for one
+/// registry version.
+#[derive(Default)]
+struct Projections {
+    version: RegistryVersion,
+    by_request: HashMap<(String, Vec<String>), Arc<Projection>>,
+}
+
+/// Most projections cached per registry version: client-chosen feature
+/// lists must not grow memory without bound.
+const MAX_CACHED_PROJECTIONS: usize = 1024;
+
+/// The engine and registry, shared by every connection.
+pub struct Service {
+    engine: Engine,
+    registry: RegistryStore,
+    schemas: RwLock<Arc<Schemas>>,
+    projections: RwLock<Projections>,
+}
+
+impl Service {
+    /// Serves `engine` with `registry`, configuring every group's table.
+    pub fn new(engine: Engine, registry: RegistryStore) -> Result<Service, Failure> {
+        let service = Service {
+            engine,
+            registry,
+            schemas: RwLock::new(Arc::new(Schemas {
+                version: 0,
+                groups: HashMap::new(),
+            })),
+            projections: RwLock::new(Projections::default()),
+        };
+        service.refresh_schemas(true)?;
+        Ok(service)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Consumes the service, returning the engine (to close it).
+    pub fn into_engine(self) -> Engine {
+        self.engine
+    }
+
+    /// Rebuilds the schema cache if the registry moved on, configuring the
+    /// engine tables of every group whose schema version changed (all of
+    /// them when `all`).
+    fn refresh_schemas(&self, all: bool) -> Result<(), Failure> {
+        let registry = self.registry.registry();
+        let old = self.schemas.read().clone();
+        if !all && old.version == registry.version() {
+            return Ok(());
+        }
+        let mut groups = HashMap::new();
+        for group in registry.groups() {
+            let changed = old
+                .groups
+                .get(&group.name)
+                .is_none_or(|s| s.group().schema_version != group.schema_version);
+            if all || changed {
+                self.engine
+                    .configure_table(group.table_id, group.table_options())
+                    .map_err(storage_failure)?;
+            }
+            if let Some(schema) = RowSchema::new(&registry, &group.name) {
+                groups.insert(group.name.clone(), schema);
+            }
+        }
+        *self.schemas.write() = Arc::new(Schemas {
+            version: registry.version(),
+            groups,
+        });
+        Ok(())
+    }
+
+    /// The schema of `group`, and the registry version it belongs to.
+    pub(super) fn schema(&self, group: &str) -> Result<(RowSchema, RegistryVersion), Failure> {
+        let schemas = self.schemas.read();
+        let schema = schemas.groups.get(group).cloned();
+        let schema = schema
+            .ok_or_else(|| fail(ErrorCode::UnknownGroup, format!("unknown group `{group}`")))?;
+        Ok((schema, schemas.version))
+    }
+
+    /// The projection of `features` of `group` (every active feature when
+    /// empty), and the names of its columns.
+    pub(super) fn projection(
+        &self,
+        group: &str,
+        features: &[String],
+    ) -> Result<(RowSchema, Arc<Projection>, Vec<String>), Failure> {
+        let (schema, version) = self.schema(group)?;
+        let names: Vec<String> = if features.is_empty() {
+            schema
+                .group()
+                .features
+                .iter()
+                .filter(|f| f.status == crate::registry::Status::Active)
+                .map(|f| f.name.clone())
+                .collect()
+        } else {
+            features.to_vec()
+        };
+        let key = (group.to_string(), names);
+        {
+            let cache = self.projections.read();
+            if cache.version == version {
+                if let Some(p) = cache.by_request.get(&key) {
+                    return Ok((schema, p.clone(), key.1));
+                }
+            }
+        }
+        let refs: Vec<&str> = key.1.iter().map(String::as_str).collect();
+        let projection = schema
+            .projection(&refs)
+            .map_err(|e| fail(ErrorCode::UnknownFeature, format!("group `{group}`: {e}")))?;
+        let projection = Arc::new(projection);
+        let mut cache = self.projections.write();
+        if cache.version != version {
+            *cache = Projections {
+                version,
+                by_request: HashMap::new(),
+            };
+        }
+        if cache.by_request.len() < MAX_CACHED_PROJECTIONS {
+            cache.by_request.insert(key.clone(), projection.clone());
+        }
+        Ok((schema, projection, key.1))
+    }
+
+    /// Executes a request other than `HELLO`; the reply is appended to
+    /// `out` as a whole frame.
+    pub fn execute(
+        &self,
+        session: &Session,
+        request_id: u64,
+        request: Request,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        let reply = match request {
+            Request::GetSlate(req) => return slate::get_slate(self, request_id, &req, out),
+            Request::History(req) => return slate::history(self, request_id, &req, out),
+            Request::Ping(payload) => Reply::Ping(payload),
+            Request::Put(put) => Reply::Put(super::write::put(self, &put)?),
+            Request::Delete(del) => Reply::Delete(super::write::delete(self, &del)?),
+            Request::Stats => Reply::Stats(self.stats_json()),
+            Request::RegistryGet => self.registry_get()?,
+            Request::RegistryPlan(files) => self.registry_plan(&files)?,
+            Request::RegistryApply {
+                expected_version,
+                files,
+            } => self.registry_apply(session, expected_version, &files)?,
+            Request::RegistryHistory { limit } => self.registry_history(limit)?,
+            Request::Hello(_) => {
+                return Err(fail(ErrorCode::BadRequest, "HELLO was already sent"));
+            }
+        };
+        tessera_protocol::encode_reply(request_id, &reply, out);
+        Ok(())
+    }
+
+    /// Commits a batch and answers with its sequence.
+    pub(super) fn commit(
+        &self,
+        batch: tessera_storage::WriteBatch,
+        rows: usize,
+    ) -> Result<CommitReply, Failure> {
+        let info = self.engine.write(batch).map_err(storage_failure)?;
+        Ok(CommitReply {
+            seq: info.last_seq,
+            ingest_ts: info.ingest_ts,
+            rows: u32::try_from(rows).unwrap_or(u32::MAX),
+        })
+    }
+
+    fn stats_json(&self) -> String {
+        let s = self.engine.stats();
+        serde_json::json!({
+            "registry_version": self.registry.registry().version(),
+            "memtable_bytes": s.memtable_bytes,
+            "ssts_per_level": s.ssts_per_level,
+            "bytes_per_level": s.bytes_per_level,
+            "compaction_backlog_bytes": s.compaction_backlog_bytes,
+            "index_entities": s.index_entities,
+            "index_bytes": s.index_bytes,
+            "block_cache_hits": s.block_cache_hits,
+            "block_cache_misses": s.block_cache_misses,
+            "block_cache_bytes": s.block_cache_bytes,
+            "wal_fsyncs": s.wal_fsyncs,
+            "wal_fsync_micros_total": s.wal_fsync_micros_total,
+            "wal_fsync_micros_max": s.wal_fsync_micros_max,
+            "write_amplification": s.write_amplification,
+            "read_only": s.read_only,
+            "flush_error": s.flush_error,
+            "compaction_error": s.compaction_error,
+        })
+        .to_string()
+    }
+
+    fn registry_get(&self) -> Result<Reply, Failure> {
+        let registry = self.registry.registry();
+        let entities: Vec<_> = registry.entities().map(|e| &**e).collect();
+        let groups: Vec<_> = registry.groups().map(|g| &**g).collect();
+        let json = serde_json::json!({
+            "version": registry.version(),
+            "entities": entities,
+            "groups": groups,
+        });
+        Ok(Reply::RegistryGet {
+            version: registry.version(),
+            registry_json: json.to_string(),
+        })
+    }
+
+    fn parse_spec(files: &[SpecFile]) -> Result<Spec, Failure> {
+        Spec::parse(files.iter().map(|f| (f.name.clone(), f.text.as_str())))
+            .map_err(|e| fail(ErrorCode::Validation, e.to_string()))
+    }
+
+    fn registry_plan(&self, files: &[SpecFile]) -> Result<Reply, Failure> {
+        let spec = Self::parse_spec(files)?;
+        let plan = self
+            .registry
+            .plan(&spec)
+            .map_err(|e| fail(ErrorCode::Validation, e.to_string()))?;
+        Ok(Reply::RegistryPlan {
+            version: plan.base_version,
+            changes: !plan.is_empty(),
+            plan: plan.to_string(),
+        })
+    }
+
+    fn registry_apply(
+        &self,
+        session: &Session,
+        expected_version: u64,
+        files: &[SpecFile],
+    ) -> Result<Reply, Failure> {
+        let spec = Self::parse_spec(files)?;
+        let applied = self
+            .registry
+            .apply(&spec, expected_version, &session.identity)
+            .map_err(|e| match e {
+                StoreError::Validation(v) => fail(ErrorCode::Validation, v.to_string()),
+                StoreError::Apply(a) => fail(ErrorCode::StaleRegistry, a.to_string()),
+                other => fail(ErrorCode::Internal, other.to_string()),
+            })?;
+        self.refresh_schemas(false)?;
+        Ok(Reply::RegistryApply {
+            version: applied.registry.version(),
+            plan: applied.plan.to_string(),
+        })
+    }
+
+    fn registry_history(&self, limit: u32) -> Result<Reply, Failure> {
+        let records = self
+            .registry
+            .history()
+            .map_err(|e| fail(ErrorCode::Internal, e.to_string()))?;
+        let take = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let entries = records
+            .into_iter()
+            .rev()
+            .take(take)
+            .map(|r| AuditEntry {
+                version: r.version,
+                time_us: r.time_us,
+                identity: r.identity,
+                diff: r.plan.to_string(),
+            })
+            .collect();
+        Ok(Reply::RegistryHistory(entries))
+    }
+}

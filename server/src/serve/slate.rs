@@ -1,0 +1,268 @@
+//! `GET_SLATE` and `HISTORY`: keys to engine reads to columnar replies.
+//!
+//! A slate's keys, from every part, go to the engine in one batched read
+//! (`multi_latest_across`), so their memory latency overlaps. Each found
+//! row is read once, through the part's cached projection, as stored bytes
+//! ([`RawValue`]): numbers and embeddings are little-endian in rows as on
+//! the wire, so they are copied straight into the reply's columns.
+//!
+//! A reply is written into the connection's output buffer as it is built;
+//! on any error the caller discards what was written (see
+//! [`super::conn`]), so a client never sees half a reply.
+
+use super::service::{fail, storage_failure, Failure, Service};
+use crate::registry::{ElementType, FeatureType};
+use crate::row::key::encode_key;
+use crate::row::{Projection, RawValue, RowSchema};
+use tessera_protocol::{
+    begin_reply_frame, finish_frame, tag, ColumnError, ColumnWriter, ErrorCode, HistoryRequest,
+    Opcode, PartWriter, SlateReplyWriter, SlateRequest, Value, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
+};
+use tessera_storage::{AsOfQuery, Row, TableKey, Timestamp};
+
+/// The wire type tag and embedding dimension of a feature type.
+pub fn wire_type(ty: FeatureType) -> (u8, u32) {
+    match ty {
+        FeatureType::Bool => (tag::BOOL, 0),
+        FeatureType::Int32 => (tag::INT32, 0),
+        FeatureType::Int64 => (tag::INT64, 0),
+        FeatureType::Float32 => (tag::FLOAT32, 0),
+        FeatureType::Float64 => (tag::FLOAT64, 0),
+        FeatureType::String => (tag::STRING, 0),
+        FeatureType::Bytes => (tag::BYTES, 0),
+        FeatureType::Timestamp => (tag::TIMESTAMP, 0),
+        FeatureType::Embedding(dim) => (tag::EMBEDDING, dim),
+        FeatureType::List(ElementType::Int64) => (tag::LIST_INT64, 0),
+        FeatureType::List(ElementType::Float32) => (tag::LIST_FLOAT32, 0),
+        FeatureType::List(ElementType::String) => (tag::LIST_STRING, 0),
+    }
+}
+
+/// One part of a slate, resolved.
+struct PartPlan {
+    schema: RowSchema,
+    projection: std::sync::Arc<Projection>,
+    names: Vec<String>,
+    /// Its keys' range in the slate's key list.
+    keys: std::ops::Range<usize>,
+}
+
+/// Executes `GET_SLATE`, appending the reply frame to `out`.
+pub fn get_slate(
+    service: &Service,
+    request_id: u64,
+    req: &SlateRequest,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let total: usize = req.parts.iter().map(|p| p.keys.len()).sum();
+    if req.parts.len() > MAX_SLATE_PARTS || total > MAX_SLATE_KEYS {
+        return Err(fail(
+            ErrorCode::LimitExceeded,
+            format!(
+                "a slate holds at most {MAX_SLATE_PARTS} parts and {MAX_SLATE_KEYS} keys; \
+                 this one has {} and {total}",
+                req.parts.len()
+            ),
+        ));
+    }
+    let mut key_bytes = Vec::with_capacity(total * 16);
+    let mut key_ends = Vec::with_capacity(total);
+    let mut plans = Vec::with_capacity(req.parts.len());
+    for part in &req.parts {
+        let (schema, projection, names) = service.projection(&part.group, &part.features)?;
+        let first = key_ends.len();
+        for (i, key) in part.keys.iter().enumerate() {
+            encode_key(schema.keys(), key, &mut key_bytes).map_err(|e| {
+                fail(
+                    ErrorCode::Validation,
+                    format!("group `{}`, key {i}: {e}", part.group),
+                )
+            })?;
+            key_ends.push(key_bytes.len());
+        }
+        plans.push(PartPlan {
+            schema,
+            projection,
+            names,
+            keys: first..key_ends.len(),
+        });
+    }
+    let lookups = lookups(&plans, &key_bytes, &key_ends);
+    let rows = read_rows(service, req, &plans, &lookups)?;
+    let frame = begin_reply_frame(request_id, Opcode::GetSlate, out);
+    let mut writer = SlateReplyWriter::new(out, plans.len() as u16);
+    for plan in &plans {
+        let part_rows = &rows[plan.keys.clone()];
+        let found: Vec<bool> = part_rows.iter().map(Option::is_some).collect();
+        let event_ts: Vec<i64> = part_rows
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |r| r.event_ts))
+            .collect();
+        let mut part = writer.part(&found, &event_ts, plan.names.len() as u16);
+        let values = part_rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
+        write_columns(&mut part, plan, values)?;
+    }
+    finish_frame(out, frame);
+    Ok(())
+}
+
+/// Every key of the slate with its group's table.
+fn lookups<'k>(plans: &[PartPlan], key_bytes: &'k [u8], key_ends: &[usize]) -> Vec<TableKey<'k>> {
+    let mut out = Vec::with_capacity(key_ends.len());
+    let mut start = 0;
+    for plan in plans {
+        let table = plan.schema.group().table_id;
+        for &end in &key_ends[plan.keys.clone()] {
+            out.push((table, &key_bytes[start..end]));
+            start = end;
+        }
+    }
+    out
+}
+
+/// The visible row of each key: the latest, or as of the request's times.
+fn read_rows(
+    service: &Service,
+    req: &SlateRequest,
+    plans: &[PartPlan],
+    lookups: &[TableKey<'_>],
+) -> Result<Vec<Option<Row>>, Failure> {
+    let engine = service.engine();
+    if req.as_of.is_none() && req.known_at.is_none() {
+        return engine.multi_latest_across(lookups).map_err(storage_failure);
+    }
+    // `known_at` alone asks what a latest read at that time returned: read
+    // as of that time too, so TTL counts from it (as a latest read counts
+    // from its own now), not from the end of time.
+    let as_of = req.as_of.or(req.known_at).unwrap_or(Timestamp::MAX);
+    let mut rows = Vec::with_capacity(lookups.len());
+    for plan in plans {
+        let table = plan.schema.group().table_id;
+        let queries: Vec<AsOfQuery<'_>> = lookups[plan.keys.clone()]
+            .iter()
+            .map(|&(_, key)| AsOfQuery {
+                key,
+                as_of,
+                known_at: req.known_at,
+            })
+            .collect();
+        rows.extend(
+            engine
+                .multi_as_of(table, &queries)
+                .map_err(storage_failure)?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Writes the projected columns of `rows` (`None`: not found).
+fn write_columns<'r>(
+    part: &mut PartWriter<'_>,
+    plan: &PartPlan,
+    rows: impl Iterator<Item = Option<&'r [u8]>>,
+) -> Result<(), Failure> {
+    let columns = plan.names.len();
+    // Each row is read once; its values are kept by reference, row-major.
+    let mut cells: Vec<RawValue<'r>> = Vec::new();
+    for row in rows {
+        let start = cells.len();
+        match row {
+            Some(bytes) => plan
+                .projection
+                .visit_raw(bytes, |_, v| cells.push(v))
+                .map_err(|e| {
+                    fail(
+                        ErrorCode::Internal,
+                        format!(
+                            "group `{}`: a stored row does not decode: {e}",
+                            plan.schema.group().name
+                        ),
+                    )
+                })?,
+            None => cells.extend(std::iter::repeat_n(RawValue::Null, columns)),
+        }
+        debug_assert_eq!(cells.len() - start, columns);
+    }
+    for (c, name) in plan.names.iter().enumerate() {
+        let ty = plan
+            .schema
+            .group()
+            .feature(name)
+            .map(|f| f.ty)
+            .ok_or_else(|| {
+                fail(
+                    ErrorCode::UnknownFeature,
+                    format!("unknown feature `{name}`"),
+                )
+            })?;
+        let (tag, dim) = wire_type(ty);
+        let mut column = part.column(name, tag, dim);
+        for cell in cells.iter().skip(c).step_by(columns.max(1)) {
+            push_cell(&mut column, *cell).map_err(column_failure)?;
+        }
+        column.finish().map_err(column_failure)?;
+    }
+    Ok(())
+}
+
+/// A stored value that does not fit its reply column: the row and the
+/// registry disagree, which is corruption, not a client mistake.
+fn column_failure(e: ColumnError) -> Failure {
+    fail(
+        ErrorCode::Internal,
+        format!("a stored row does not match its schema: {e}"),
+    )
+}
+
+/// Appends one stored value to a reply column.
+fn push_cell(column: &mut ColumnWriter<'_>, cell: RawValue<'_>) -> Result<(), ColumnError> {
+    match cell {
+        RawValue::Null => column.push_null(),
+        RawValue::Fixed(_, bytes) => column.push_fixed_le(bytes),
+        RawValue::Var(FeatureType::String | FeatureType::Bytes, bytes) => column.push_var(bytes),
+        RawValue::Var(..) => column.push(&cell.to_value().unwrap_or(Value::Null)),
+    }
+}
+
+/// Executes `HISTORY`, appending the reply frame to `out`.
+pub fn history(
+    service: &Service,
+    request_id: u64,
+    req: &HistoryRequest,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let (schema, projection, names) = service.projection(&req.group, &req.features)?;
+    let mut key = Vec::new();
+    encode_key(schema.keys(), &req.key, &mut key)
+        .map_err(|e| fail(ErrorCode::Validation, format!("group `{}`: {e}", req.group)))?;
+    let versions = service
+        .engine()
+        .history(schema.group().table_id, &key, req.from, req.to)
+        .map_err(storage_failure)?;
+    let found: Vec<bool> = versions.iter().map(|v| !v.is_tombstone()).collect();
+    let event_ts: Vec<i64> = versions.iter().map(|v| v.event_ts).collect();
+    let ingest_ts: Vec<i64> = versions.iter().map(|v| v.ingest_ts).collect();
+    let seq: Vec<u64> = versions.iter().map(|v| v.seq).collect();
+    let plan = PartPlan {
+        schema,
+        projection,
+        names,
+        keys: 0..versions.len(),
+    };
+    let frame = begin_reply_frame(request_id, Opcode::History, out);
+    let mut part = PartWriter::history(
+        out,
+        &found,
+        &event_ts,
+        &ingest_ts,
+        &seq,
+        plan.names.len() as u16,
+    );
+    write_columns(
+        &mut part,
+        &plan,
+        versions.iter().map(|v| v.value.as_deref()),
+    )?;
+    finish_frame(out, frame);
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Starts the real `tessera` binary on an ephemeral loopback port, on a
+//! fresh data directory, for integration tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tessera_protocol::{Client, ClientOptions, SpecFile};
+
+/// The news-feed registry spec the tests apply.
+pub const NEWS_FEED_SPEC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/news_feed/registry.toml"
+);
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh directory with `config` (TOML) if given.
+    pub fn start(config: Option<&str>) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = TestServer::start_in(&dir, config, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `dir` (kept), with extra flags.
+    pub fn start_in(dir: &Path, config: Option<&str>, flags: &[&str]) -> TestServer {
+        TestServer::start_on("127.0.0.1:0", dir, config, flags)
+    }
+
+    /// Starts a server listening on `listen`, on `dir` (kept).
+    pub fn start_on(listen: &str, dir: &Path, config: Option<&str>, flags: &[&str]) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(text) = config {
+            let path = dir.join("tessera.toml");
+            std::fs::write(&path, text).expect("write config");
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd.spawn().expect("spawn tessera");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut metrics) = (None, None);
+        while addr.is_none() {
+            let line = lines
+                .next()
+                .expect("tessera exited before listening")
+                .expect("read stdout");
+            if let Some(a) = line.strip_prefix("tessera metrics on http://") {
+                metrics = a.parse().ok();
+            }
+            if let Some(a) = line.strip_prefix("tessera listening on ") {
+                addr = a.parse().ok();
+            }
+        }
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            child,
+            addr: addr.expect("address"),
+            metrics,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// A client authenticated with `token`.
+    pub fn client_with(&self, token: &str) -> Client {
+        let opts = ClientOptions {
+            token: token.into(),
+            client_name: "integration-test".into(),
+            request_timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        };
+        Client::connect(self.addr, opts).expect("connect")
+    }
+
+    /// A client in local development mode.
+    pub fn client(&self) -> Client {
+        self.client_with("")
+    }
+
+    /// Applies the news-feed spec.
+    pub fn apply_news_feed(&self, client: &mut Client) -> u64 {
+        let text = std::fs::read_to_string(NEWS_FEED_SPEC).expect("spec");
+        let files = vec![SpecFile {
+            name: "registry.toml".into(),
+            text,
+        }];
+        let (version, _, _) = client.registry_plan(files.clone()).expect("plan");
+        let (new_version, _) = client.registry_apply(version, files).expect("apply");
+        new_version
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
