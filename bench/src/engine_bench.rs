@@ -146,15 +146,15 @@ pub fn run(args: &EngineArgs) -> Result<(), BoxError> {
         articles: (args.entities / 10).max(1),
         ..Report::default()
     };
-    eprintln!(
-        "loading {} users + {} articles into {}",
-        r.users,
-        r.articles,
-        dir.display()
-    );
     let engine = Engine::open(&dir, options(args, args.backend.into()))?;
     r.backend = engine.io_backend();
     if !args.skip_load {
+        eprintln!(
+            "loading {} users + {} articles into {}",
+            r.users,
+            r.articles,
+            dir.display()
+        );
         load(&engine, args, &mut r)?;
         let started = Instant::now();
         engine.compact()?;
