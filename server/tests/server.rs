@@ -517,3 +517,96 @@ fn metrics_and_health_over_http() {
     }
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// The server's resident memory, KiB.
+fn rss_kib(server: &TestServer) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_the_servers_memory() {
+    let server = TestServer::start(None);
+    let mut c = server.client();
+    server.apply_news_feed(&mut c);
+    let ids: Vec<i64> = (0..200).collect();
+    c.put(&user_put(&ids, now_us() - DAY_US, 1)).expect("put");
+    let before = rss_kib(&server);
+
+    // One slate of 200 users with embeddings: a ~60 KB reply. Send 4,000
+    // of them (~240 MB of replies) and never read.
+    let mut request = Vec::new();
+    let slate = Request::GetSlate(slate_of(&ids, &["user_embedding", "clicks_1h"], None, None));
+    for i in 0..4000 {
+        encode_request(i + 2, &slate, &mut request).expect("encode");
+    }
+    let mut hog = TcpStream::connect(server.addr).expect("connect");
+    hog.write_all(&hello_frame()).expect("hello");
+    hog.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // The server stops reading once its replies back up, so this write
+    // stalls; what matters is that it does not buffer without bound.
+    let _ = hog.write_all(&request);
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss_kib(&server);
+    // Others are still served meanwhile.
+    let reply = c
+        .get_slate(&slate_of(&[1], &["clicks_1h"], None, None))
+        .expect("slate");
+    assert!(reply.parts()[0].found(0));
+    assert!(
+        during < before + 64 * 1024,
+        "server RSS grew from {before} KiB to {during} KiB under a client that never reads"
+    );
+    drop(hog);
+}
+
+#[test]
+fn the_connection_limit_refuses_with_unavailable() {
+    let server = TestServer::start(Some("max_connections = 2\n"));
+    let a = server.client();
+    let b = server.client();
+    let opts = tessera_protocol::ClientOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    let err = tessera_protocol::Client::connect(server.addr, opts).unwrap_err();
+    assert_eq!(server_code(err), ErrorCode::Unavailable);
+    drop(a);
+    // Once one leaves, a new connection is accepted.
+    let mut accepted = None;
+    for _ in 0..50 {
+        if let Ok(c) = tessera_protocol::Client::connect(server.addr, Default::default()) {
+            accepted = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(accepted.is_some(), "a freed slot was never reused");
+    drop(b);
+}
+
+#[test]
+fn idle_connections_are_closed_and_late_requests_miss_their_deadline() {
+    let server = TestServer::start(Some("idle_timeout_s = 1\n"));
+    let mut idle = TcpStream::connect(server.addr).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    let started = std::time::Instant::now();
+    assert_eq!(idle.read(&mut buf).expect("closed, not timed out"), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A deadline of zero: every request has waited past it.
+    let server = TestServer::start(Some("request_deadline_ms = 0\n"));
+    let mut c = server.client();
+    assert_eq!(
+        server_code(c.ping(b"x").unwrap_err()),
+        ErrorCode::DeadlineExceeded
+    );
+}
