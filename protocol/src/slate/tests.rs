@@ -235,3 +235,27 @@ fn history_parts_carry_ingest_times_and_sequences() {
     );
     assert_eq!(h.column("x").and_then(|c| c.i64_at(0)), Some(1));
 }
+
+/// The worked example of `docs/protocol.md`, byte for byte.
+#[test]
+fn the_documented_example_is_what_the_writer_writes() {
+    let mut out = Vec::new();
+    let mut w = SlateReplyWriter::new(&mut out, 1);
+    let mut p = w.part(&[true, false], &[77, 0], 1);
+    let mut c = p.column("c", tag::INT64, 0);
+    c.push(&Value::Int64(5)).expect("push");
+    c.push_null().expect("null");
+    c.finish().expect("finish");
+    let mut want = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    want.extend_from_slice(&[2, 0, 0, 0, 1, 0, 0, 0]);
+    want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    want.extend_from_slice(&77i64.to_le_bytes());
+    want.extend_from_slice(&0i64.to_le_bytes());
+    want.extend_from_slice(&[1, 0, b'c', 0, 0, 0, 0, 0]);
+    want.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
+    want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    want.extend_from_slice(&5i64.to_le_bytes());
+    want.extend_from_slice(&0i64.to_le_bytes());
+    assert_eq!(out, want);
+    assert_eq!(out.len(), 80);
+}

@@ -1,11 +1,13 @@
 //! One client connection: frames in, replies out, in order.
 //!
 //! Requests on a connection are read and executed one after another;
-//! clients pipeline by sending more before the replies arrive, and replies
-//! are flushed when no further request is already buffered, so a pipelined
-//! burst costs few writes. Memory per connection is bounded: one request
-//! body (at most the frame limit), one reply (refused past the frame limit)
-//! and fixed-size socket buffers. A client that stops reading blocks its own
+//! clients pipeline by sending more before the replies arrive. Replies are
+//! built in one output buffer and written straight from it (no second copy)
+//! when no further request is already buffered or the buffer passes
+//! [`WRITE_BATCH_BYTES`], so a pipelined burst costs few writes. Memory per
+//! connection is bounded: one request body (at most the frame limit), the
+//! output buffer (a batch plus one reply, refused past the frame limit) and
+//! a fixed-size read buffer. A client that stops reading blocks its own
 //! connection's writes, and so its reads: nothing queues up.
 //!
 //! Reads run on the async worker (a slate takes microseconds); writes and
@@ -21,13 +23,15 @@ use tessera_protocol::{
     encode_error, encode_reply, flags, ErrorBody, ErrorCode, FrameHeader, HelloReply, Opcode,
     Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-/// Socket buffer sizes on our side of each connection.
+/// Read buffer on our side of each connection.
 const READ_BUFFER_BYTES: usize = 64 << 10;
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
+/// Replies are written once this many bytes are queued, even while more
+/// pipelined requests wait.
+const WRITE_BATCH_BYTES: usize = 64 << 10;
 
 /// What the connection does after a request.
 enum Next {
@@ -47,11 +51,11 @@ pub(super) async fn serve(
     let peer = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
+    let mut writer = wr;
     let mut conn = Connection {
         shared,
         session: None,
-        out: Vec::with_capacity(WRITE_BUFFER_BYTES),
+        out: Vec::with_capacity(WRITE_BATCH_BYTES),
     };
     let idle = conn.shared.config.idle_timeout;
     loop {
@@ -81,7 +85,11 @@ pub(super) async fn serve(
             break;
         }
     }
-    let _ = writer.flush().await;
+    // Replies still queued behind pipelined requests (shutdown can stop the
+    // loop between them) go out before the connection closes.
+    if !conn.out.is_empty() {
+        let _ = writer.write_all(&conn.out).await;
+    }
     if let Some(peer) = peer {
         tracing::debug!(%peer, "connection closed");
     }
@@ -313,22 +321,25 @@ impl Connection {
         }
     }
 
-    /// Hands queued replies to the socket, flushing unless more requests
-    /// are already buffered (the client is pipelining) and the connection
-    /// stays open.
+    /// Writes queued replies unless more requests are already buffered
+    /// (the client is pipelining), the batch is under [`WRITE_BATCH_BYTES`]
+    /// and the connection stays open.
     async fn flush_if_idle(
         &mut self,
-        writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        writer: &mut tokio::net::tcp::OwnedWriteHalf,
         reader: &BufReader<tokio::net::tcp::OwnedReadHalf>,
         next: &Next,
     ) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.shared.metrics.bytes_out(self.out.len());
-            writer.write_all(&self.out).await?;
-            self.out.clear();
+        let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
+        if self.out.is_empty() || (more_waiting && self.out.len() < WRITE_BATCH_BYTES) {
+            return Ok(());
         }
-        if reader.buffer().is_empty() || matches!(next, Next::Close) {
-            writer.flush().await?;
+        self.shared.metrics.bytes_out(self.out.len());
+        writer.write_all(&self.out).await?;
+        self.out.clear();
+        if self.out.capacity() > 4 * WRITE_BATCH_BYTES {
+            // One large reply must not pin its buffer for the connection's life.
+            self.out = Vec::with_capacity(WRITE_BATCH_BYTES);
         }
         Ok(())
     }

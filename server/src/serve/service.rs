@@ -9,7 +9,7 @@
 
 use super::auth::Session;
 use super::slate;
-use crate::registry::{RegistryStore, RegistryVersion, Spec, StoreError};
+use crate::registry::{RegistryStore, RegistryVersion, Spec, Status, StoreError};
 use crate::row::{Projection, RowSchema};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -43,17 +43,70 @@ struct Schemas {
     groups: HashMap<String, RowSchema>,
 }
 
-/// Projections clients asked for, by group and feature list, for one
-/// registry version.
+/// Projections clients asked for, for one registry version: per group, the
+/// feature lists seen (few per group: a lookup compares them in place, with
+/// no allocation or hashing of the list).
 #[derive(Default)]
 struct Projections {
     version: RegistryVersion,
-    by_request: HashMap<(String, Vec<String>), Arc<Projection>>,
+    by_group: HashMap<String, Vec<CachedProjection>>,
+    count: usize,
+}
+
+/// A requested feature list and its resolved columns.
+type CachedProjection = (Vec<String>, Arc<ReplyColumns>);
+
+/// A projection and the reply columns it fills: names, wire type tags and
+/// embedding dimensions, resolved once per registry version.
+pub struct ReplyColumns {
+    /// Decodes the requested features from stored rows.
+    pub projection: Projection,
+    /// `(name, tag, dim)` of each column, in request order.
+    pub columns: Vec<(String, u8, u32)>,
 }
 
 /// Most projections cached per registry version: client-chosen feature
 /// lists must not grow memory without bound.
 const MAX_CACHED_PROJECTIONS: usize = 1024;
+
+/// Resolves the columns of a projection of `features` (every active
+/// feature when empty).
+fn reply_columns(
+    schema: &RowSchema,
+    group: &str,
+    features: &[String],
+) -> Result<ReplyColumns, Failure> {
+    let unknown = |e: String| fail(ErrorCode::UnknownFeature, format!("group `{group}`: {e}"));
+    let names: Vec<&str> = if features.is_empty() {
+        let active = schema
+            .group()
+            .features
+            .iter()
+            .filter(|f| f.status == Status::Active);
+        active.map(|f| f.name.as_str()).collect()
+    } else {
+        features.iter().map(String::as_str).collect()
+    };
+    let projection = schema
+        .projection(&names)
+        .map_err(|e| unknown(e.to_string()))?;
+    let columns = names
+        .iter()
+        .map(|&name| {
+            let feature = schema.group().feature(name);
+            let (tag, dim) = super::slate::wire_type(
+                feature
+                    .map(|f| f.ty)
+                    .ok_or_else(|| unknown(format!("unknown feature `{name}`")))?,
+            );
+            Ok((name.to_string(), tag, dim))
+        })
+        .collect::<Result<_, Failure>>()?;
+    Ok(ReplyColumns {
+        projection,
+        columns,
+    })
+}
 
 /// The engine and registry, shared by every connection.
 pub struct Service {
@@ -129,50 +182,41 @@ impl Service {
         Ok((schema, schemas.version))
     }
 
-    /// The projection of `features` of `group` (every active feature when
-    /// empty), and the names of its columns.
+    /// The reply columns of `features` of `group` (every active feature
+    /// when empty), cached per registry version.
     pub(super) fn projection(
         &self,
         group: &str,
         features: &[String],
-    ) -> Result<(RowSchema, Arc<Projection>, Vec<String>), Failure> {
+    ) -> Result<(RowSchema, Arc<ReplyColumns>), Failure> {
         let (schema, version) = self.schema(group)?;
-        let names: Vec<String> = if features.is_empty() {
-            schema
-                .group()
-                .features
-                .iter()
-                .filter(|f| f.status == crate::registry::Status::Active)
-                .map(|f| f.name.clone())
-                .collect()
-        } else {
-            features.to_vec()
-        };
-        let key = (group.to_string(), names);
         {
             let cache = self.projections.read();
             if cache.version == version {
-                if let Some(p) = cache.by_request.get(&key) {
-                    return Ok((schema, p.clone(), key.1));
+                let cached = cache.by_group.get(group).into_iter().flatten();
+                if let Some((_, p)) = cached.into_iter().find(|(f, _)| f.as_slice() == features) {
+                    return Ok((schema, p.clone()));
                 }
             }
         }
-        let refs: Vec<&str> = key.1.iter().map(String::as_str).collect();
-        let projection = schema
-            .projection(&refs)
-            .map_err(|e| fail(ErrorCode::UnknownFeature, format!("group `{group}`: {e}")))?;
-        let projection = Arc::new(projection);
+        let columns = Arc::new(reply_columns(&schema, group, features)?);
         let mut cache = self.projections.write();
         if cache.version != version {
             *cache = Projections {
                 version,
-                by_request: HashMap::new(),
+                ..Projections::default()
             };
         }
-        if cache.by_request.len() < MAX_CACHED_PROJECTIONS {
-            cache.by_request.insert(key.clone(), projection.clone());
+        if cache.count < MAX_CACHED_PROJECTIONS {
+            cache.count += 1;
+            let entry = (features.to_vec(), columns.clone());
+            cache
+                .by_group
+                .entry(group.to_string())
+                .or_default()
+                .push(entry);
         }
-        Ok((schema, projection, key.1))
+        Ok((schema, columns))
     }
 
     /// Executes a request other than `HELLO`; the reply is appended to

@@ -10,10 +10,11 @@
 //! on any error the caller discards what was written (see
 //! [`super::conn`]), so a client never sees half a reply.
 
-use super::service::{fail, storage_failure, Failure, Service};
+use super::service::{fail, storage_failure, Failure, ReplyColumns, Service};
 use crate::registry::{ElementType, FeatureType};
 use crate::row::key::encode_key;
-use crate::row::{Projection, RawValue, RowSchema};
+use crate::row::{RawValue, RowSchema};
+use std::sync::Arc;
 use tessera_protocol::{
     begin_reply_frame, finish_frame, tag, ColumnError, ColumnWriter, ErrorCode, HistoryRequest,
     Opcode, PartWriter, SlateReplyWriter, SlateRequest, Value, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
@@ -41,8 +42,7 @@ pub fn wire_type(ty: FeatureType) -> (u8, u32) {
 /// One part of a slate, resolved.
 struct PartPlan {
     schema: RowSchema,
-    projection: std::sync::Arc<Projection>,
-    names: Vec<String>,
+    reply: Arc<ReplyColumns>,
     /// Its keys' range in the slate's key list.
     keys: std::ops::Range<usize>,
 }
@@ -69,7 +69,7 @@ pub fn get_slate(
     let mut key_ends = Vec::with_capacity(total);
     let mut plans = Vec::with_capacity(req.parts.len());
     for part in &req.parts {
-        let (schema, projection, names) = service.projection(&part.group, &part.features)?;
+        let (schema, reply) = service.projection(&part.group, &part.features)?;
         let first = key_ends.len();
         for (i, key) in part.keys.iter().enumerate() {
             encode_key(schema.keys(), key, &mut key_bytes).map_err(|e| {
@@ -82,8 +82,7 @@ pub fn get_slate(
         }
         plans.push(PartPlan {
             schema,
-            projection,
-            names,
+            reply,
             keys: first..key_ends.len(),
         });
     }
@@ -98,7 +97,7 @@ pub fn get_slate(
             .iter()
             .map(|r| r.as_ref().map_or(0, |r| r.event_ts))
             .collect();
-        let mut part = writer.part(&found, &event_ts, plan.names.len() as u16);
+        let mut part = writer.part(&found, &event_ts, plan.reply.columns.len() as u16);
         let values = part_rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
         write_columns(&mut part, plan, values)?;
     }
@@ -161,13 +160,14 @@ fn write_columns<'r>(
     plan: &PartPlan,
     rows: impl Iterator<Item = Option<&'r [u8]>>,
 ) -> Result<(), Failure> {
-    let columns = plan.names.len();
+    let columns = plan.reply.columns.len();
     // Each row is read once; its values are kept by reference, row-major.
     let mut cells: Vec<RawValue<'r>> = Vec::new();
     for row in rows {
         let start = cells.len();
         match row {
             Some(bytes) => plan
+                .reply
                 .projection
                 .visit_raw(bytes, |_, v| cells.push(v))
                 .map_err(|e| {
@@ -183,20 +183,8 @@ fn write_columns<'r>(
         }
         debug_assert_eq!(cells.len() - start, columns);
     }
-    for (c, name) in plan.names.iter().enumerate() {
-        let ty = plan
-            .schema
-            .group()
-            .feature(name)
-            .map(|f| f.ty)
-            .ok_or_else(|| {
-                fail(
-                    ErrorCode::UnknownFeature,
-                    format!("unknown feature `{name}`"),
-                )
-            })?;
-        let (tag, dim) = wire_type(ty);
-        let mut column = part.column(name, tag, dim);
+    for (c, (name, tag, dim)) in plan.reply.columns.iter().enumerate() {
+        let mut column = part.column(name, *tag, *dim);
         for cell in cells.iter().skip(c).step_by(columns.max(1)) {
             push_cell(&mut column, *cell).map_err(column_failure)?;
         }
@@ -231,7 +219,7 @@ pub fn history(
     req: &HistoryRequest,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
-    let (schema, projection, names) = service.projection(&req.group, &req.features)?;
+    let (schema, reply) = service.projection(&req.group, &req.features)?;
     let mut key = Vec::new();
     encode_key(schema.keys(), &req.key, &mut key)
         .map_err(|e| fail(ErrorCode::Validation, format!("group `{}`: {e}", req.group)))?;
@@ -245,8 +233,7 @@ pub fn history(
     let seq: Vec<u64> = versions.iter().map(|v| v.seq).collect();
     let plan = PartPlan {
         schema,
-        projection,
-        names,
+        reply,
         keys: 0..versions.len(),
     };
     let frame = begin_reply_frame(request_id, Opcode::History, out);
@@ -256,7 +243,7 @@ pub fn history(
         &event_ts,
         &ingest_ts,
         &seq,
-        plan.names.len() as u16,
+        plan.reply.columns.len() as u16,
     );
     write_columns(
         &mut part,
