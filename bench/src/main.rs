@@ -2,10 +2,16 @@
 //!
 //! Subcommands:
 //! - `engine`: the storage engine's figures (slate latency, as-of lookups,
-//!   ingest, reopen, index RAM, disk use, cold reads per I/O backend).
+//!   ingest, reopen, index RAM, disk use, cold reads per I/O backend);
+//! - `load`: writes the news-feed dataset into a running server;
+//! - `slate`: the standard slate against a running server, closed- or
+//!   open-loop, with latency percentiles and server and client CPU;
+//! - `ping`: the per-request floor (protocol `PING`s, or a bare echo).
 
 mod dataset;
 mod engine_bench;
+mod floor_bench;
+mod net_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -26,12 +32,25 @@ struct Cli {
 enum Command {
     /// Storage-engine figures on the news-feed dataset (no network).
     Engine(engine_bench::EngineArgs),
+    /// Load the news-feed dataset into a running server.
+    Load(net_bench::LoadArgs),
+    /// Slates against a running server: latency percentiles and CPU.
+    Slate(net_bench::SlateArgs),
+    /// Round trips that do no work: the floor under the slate figures.
+    Ping(floor_bench::PingArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => engine_bench::run(&args),
+        Command::Load(args) => net_bench::load(&args).map_err(|e| e as Box<dyn std::error::Error>),
+        Command::Slate(args) => {
+            net_bench::slate(&args).map_err(|e| e as Box<dyn std::error::Error>)
+        }
+        Command::Ping(args) => {
+            floor_bench::ping(&args).map_err(|e| e as Box<dyn std::error::Error>)
+        }
     };
     if let Err(e) = result {
         eprintln!("tessera-bench: {e}");
