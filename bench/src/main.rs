@@ -12,6 +12,7 @@ mod dataset;
 mod engine_bench;
 mod floor_bench;
 mod net_bench;
+mod redis_peer;
 
 use clap::{Parser, Subcommand};
 

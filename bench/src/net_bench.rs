@@ -11,6 +11,7 @@
 //! reports slates/s, p50/p99/p999/max, and CPU µs per slate of the server
 //! (from `/proc/<pid>/stat`) and of this client.
 
+use crate::redis_peer::{self, Layout, RedisSlates};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,16 +38,26 @@ const SPAN_US: i64 = 30 * 24 * 3600 * 1_000_000;
 /// An hour, µs.
 const HOUR_US: i64 = 3600 * 1_000_000;
 
+/// The systems `load` and `slate` drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// `tessera serve`.
+    Tessera,
+    /// A Redis server (see `bench/peers/redis.sh`).
+    Redis,
+}
+
 /// Arguments shared by the network subcommands.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TargetArgs {
-    /// The system under test (only `tessera` so far).
-    #[arg(long, default_value = "tessera")]
-    target: String,
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7411")]
-    addr: String,
-    /// Access token.
+    /// The system under test.
+    #[arg(long, value_enum, default_value_t = Target::Tessera)]
+    target: Target,
+    /// Server address (default: 127.0.0.1:7411 for tessera, 127.0.0.1:6379
+    /// for redis).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Access token (tessera).
     #[arg(long, env = "TESSERA_TOKEN", default_value = "")]
     token: String,
     /// Users in the dataset.
@@ -55,10 +66,38 @@ pub struct TargetArgs {
     /// Articles in the dataset.
     #[arg(long, default_value_t = 200_000)]
     articles: u64,
-    /// Spin on the socket for replies instead of sleeping (see
+    /// Spin on the socket for replies instead of sleeping (tessera; see
     /// `ClientOptions::busy_poll`).
     #[arg(long)]
     pub(crate) busy_poll: bool,
+    /// How Redis stores entities.
+    #[arg(long, value_enum, default_value_t = Layout::Hash)]
+    layout: Layout,
+    /// The registry spec naming the features (for targets without a
+    /// registry).
+    #[arg(long, default_value = "examples/news_feed/registry.toml")]
+    spec: std::path::PathBuf,
+}
+
+impl TargetArgs {
+    fn addr(&self) -> String {
+        self.addr.clone().unwrap_or_else(|| {
+            match self.target {
+                Target::Tessera => "127.0.0.1:7411",
+                Target::Redis => "127.0.0.1:6379",
+            }
+            .to_string()
+        })
+    }
+
+    /// The features of `group`: from the server's registry for Tessera,
+    /// from the spec file otherwise.
+    fn features(&self, group: &str) -> Result<GroupFeatures, BoxError> {
+        match self.target {
+            Target::Tessera => group_features(&mut connect(self)?, group),
+            Target::Redis => GroupFeatures::from_spec(&self.spec, group),
+        }
+    }
 }
 
 /// Arguments of `tessera-bench load`.
@@ -102,16 +141,84 @@ pub struct SlateArgs {
     json: bool,
 }
 
-/// A group's feature names by type, from the server's registry.
-struct GroupFeatures {
+/// A group's feature names by type.
+pub(crate) struct GroupFeatures {
     ints: Vec<String>,
     floats: Vec<String>,
     embedding: (String, usize),
 }
 
+impl GroupFeatures {
+    /// Every name, in row order: ints, floats, embedding.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let all = self
+            .ints
+            .iter()
+            .chain(&self.floats)
+            .chain(std::iter::once(&self.embedding.0));
+        all.cloned().collect()
+    }
+
+    /// The features of `group` in a registry spec file.
+    fn from_spec(path: &std::path::Path, group: &str) -> Result<GroupFeatures, BoxError> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let spec: toml::Value =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let features = spec
+            .get("group")
+            .and_then(toml::Value::as_array)
+            .and_then(|gs| {
+                gs.iter()
+                    .find(|g| g.get("name").and_then(toml::Value::as_str) == Some(group))
+            })
+            .and_then(|g| g.get("feature"))
+            .and_then(toml::Value::as_array)
+            .ok_or_else(|| format!("{}: no group `{group}`", path.display()))?;
+        let typed: Vec<(String, String)> = features
+            .iter()
+            .filter_map(|f| {
+                let name = f.get("name")?.as_str()?.to_string();
+                Some((name, f.get("type")?.as_str()?.to_string()))
+            })
+            .collect();
+        GroupFeatures::from_typed(group, &typed)
+    }
+
+    /// From `(name, type)` pairs of active features.
+    fn from_typed(group: &str, typed: &[(String, String)]) -> Result<GroupFeatures, BoxError> {
+        let of_type = |ty: &str| {
+            typed
+                .iter()
+                .filter(|(_, t)| t == ty)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let embedding = typed
+            .iter()
+            .find_map(|(n, t)| {
+                let dim = t
+                    .strip_prefix("embedding(")?
+                    .strip_suffix(')')?
+                    .parse()
+                    .ok()?;
+                Some((n.clone(), dim))
+            })
+            .ok_or_else(|| format!("group `{group}` has no embedding"))?;
+        Ok(GroupFeatures {
+            ints: of_type("int64"),
+            floats: of_type("float64"),
+            embedding,
+        })
+    }
+}
+
 pub(crate) fn connect(t: &TargetArgs) -> Result<Client, BoxError> {
-    if t.target != "tessera" {
-        return Err(format!("target `{}` is not supported yet", t.target).into());
+    if t.target != Target::Tessera {
+        return Err(format!(
+            "target `{:?}` does not speak the Tessera protocol",
+            t.target
+        )
+        .into());
     }
     let opts = ClientOptions {
         token: t.token.clone(),
@@ -119,7 +226,7 @@ pub(crate) fn connect(t: &TargetArgs) -> Result<Client, BoxError> {
         busy_poll: t.busy_poll,
         ..ClientOptions::default()
     };
-    Ok(Client::connect(t.addr.as_str(), opts)?)
+    Ok(Client::connect(t.addr().as_str(), opts)?)
 }
 
 fn group_features(client: &mut Client, group: &str) -> Result<GroupFeatures, BoxError> {
@@ -132,30 +239,17 @@ fn group_features(client: &mut Client, group: &str) -> Result<GroupFeatures, Box
         .ok_or_else(|| {
             format!("the server has no group `{group}`: apply examples/news_feed/registry.toml")
         })?;
-    let of_type = |ty: &str| -> Vec<String> {
-        features
-            .iter()
-            .filter(|f| f["type"] == ty && f["status"] == "active")
-            .filter_map(|f| f["name"].as_str().map(str::to_string))
-            .collect()
-    };
-    let embedding = features
+    let typed: Vec<(String, String)> = features
         .iter()
-        .find_map(|f| {
-            let ty = f["type"].as_str()?;
-            let dim = ty
-                .strip_prefix("embedding(")?
-                .strip_suffix(')')?
-                .parse()
-                .ok()?;
-            Some((f["name"].as_str()?.to_string(), dim))
+        .filter(|f| f["status"] == "active")
+        .filter_map(|f| {
+            Some((
+                f["name"].as_str()?.to_string(),
+                f["type"].as_str()?.to_string(),
+            ))
         })
-        .ok_or_else(|| format!("group `{group}` has no embedding"))?;
-    Ok(GroupFeatures {
-        ints: of_type("int64"),
-        floats: of_type("float64"),
-        embedding,
-    })
+        .collect();
+    GroupFeatures::from_typed(group, &typed)
 }
 
 /// A deterministic row of `features` for `(id, version)`.
@@ -187,7 +281,14 @@ pub fn load(args: &LoadArgs) -> Result<(), BoxError> {
         (USER_GROUP, USER_KEY, t.users),
         (ARTICLE_GROUP, ARTICLE_KEY, t.articles),
     ] {
-        let features = Arc::new(group_features(&mut connect(t)?, group)?);
+        let features = Arc::new(t.features(group)?);
+        if t.target == Target::Redis {
+            let short = if group == USER_GROUP { "u" } else { "a" };
+            let newest = args.versions - 1;
+            let values = |id| row_values(&features, id, newest);
+            rows += redis_peer::load(&t.addr(), t.layout, short, n, &features, values)?;
+            continue;
+        }
         let columns: Vec<String> = std::iter::once(key.to_string())
             .chain(features.ints.iter().cloned())
             .chain(features.floats.iter().cloned())
@@ -278,9 +379,8 @@ struct SlateReport {
 /// Runs slates and reports their latency and cost.
 pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
     let t = &args.target;
-    let mut probe = connect(t)?;
-    let user_f = group_features(&mut probe, USER_GROUP)?;
-    let article_f = group_features(&mut probe, ARTICLE_GROUP)?;
+    let user_f = t.features(USER_GROUP)?;
+    let article_f = t.features(ARTICLE_GROUP)?;
     let user_features: Vec<String> = user_f
         .ints
         .iter()
@@ -302,7 +402,7 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
             let (t, measuring, stop) = (t.clone(), measuring.clone(), stop.clone());
             let (uf, af, zipf) = (user_features.clone(), article_features.clone(), args.zipf);
             std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u64), BoxError> {
-                let mut client = connect(&t)?;
+                let mut client = slate_client(&t, uf.clone(), af.clone())?;
                 let mut rng = StdRng::seed_from_u64(42 + w as u64);
                 let users = Zipf::new(t.users, zipf)?;
                 let articles = Zipf::new(t.articles, zipf)?;
@@ -315,7 +415,6 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
                     let arts: Vec<u64> = (0..ARTICLES_PER_SLATE)
                         .map(|_| scatter(articles.sample(&mut rng) as u64 - 1, t.articles))
                         .collect();
-                    let req = slate_request(user, &arts, &uf, &af);
                     let start = match interval {
                         Some(iv) => {
                             let now = Instant::now();
@@ -328,16 +427,12 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
                         }
                         None => Instant::now(),
                     };
-                    let reply = client.get_slate(&req)?;
+                    let rows = client.slate(user, &arts)?;
                     let ns = start.elapsed().as_nanos() as u64;
                     if measuring.load(Ordering::Relaxed) {
                         hist.record(ns.max(1))?;
                         count += 1;
-                        found += reply
-                            .parts()
-                            .iter()
-                            .map(|p| (0..p.rows()).filter(|&i| p.found(i)).count() as u64)
-                            .sum::<u64>();
+                        found += rows;
                     }
                 }
                 Ok((hist, count, found))
@@ -366,7 +461,10 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
     let per_slate =
         |before: u64, after: u64| (after.saturating_sub(before)) as f64 / slates.max(1) as f64;
     let report = SlateReport {
-        target: t.target.clone(),
+        target: match (t.target, t.layout) {
+            (Target::Tessera, _) => "tessera".into(),
+            (Target::Redis, layout) => format!("redis ({layout:?} layout)").to_lowercase(),
+        },
         connections: args.connections,
         mode: match args.rate {
             Some(r) => format!("open loop at {r} slates/s"),
@@ -412,7 +510,53 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn slate_request(user: u64, articles: &[u64], uf: &[String], af: &[String]) -> SlateRequest {
+/// One connection's way of reading the standard slate.
+pub(crate) trait SlateClient {
+    /// Reads the slate of `user` and `articles`; returns the rows found.
+    fn slate(&mut self, user: u64, articles: &[u64]) -> Result<u64, BoxError>;
+}
+
+/// A connection to the target, projecting `uf` of the user and `af` of
+/// each article.
+fn slate_client(
+    t: &TargetArgs,
+    uf: Vec<String>,
+    af: Vec<String>,
+) -> Result<Box<dyn SlateClient>, BoxError> {
+    Ok(match t.target {
+        Target::Tessera => Box::new(TesseraSlates {
+            client: connect(t)?,
+            request: slate_request(&uf, &af),
+        }),
+        Target::Redis => Box::new(RedisSlates::connect(&t.addr(), t.layout, uf, af)?),
+    })
+}
+
+/// Slates over the Tessera protocol. The request is built once; each
+/// slate only rewrites its keys.
+struct TesseraSlates {
+    client: Client,
+    request: SlateRequest,
+}
+
+impl SlateClient for TesseraSlates {
+    fn slate(&mut self, user: u64, articles: &[u64]) -> Result<u64, BoxError> {
+        let [u, a] = &mut self.request.parts[..] else {
+            return Err("the slate request has two parts".into());
+        };
+        u.keys[0][0] = Value::Int64(user as i64);
+        for (key, &id) in a.keys.iter_mut().zip(articles) {
+            key[0] = Value::Int64(id as i64);
+        }
+        let reply = self.client.get_slate(&self.request)?;
+        let parts = reply.parts().iter();
+        Ok(parts
+            .map(|p| (0..p.rows()).filter(|&i| p.found(i)).count() as u64)
+            .sum())
+    }
+}
+
+fn slate_request(uf: &[String], af: &[String]) -> SlateRequest {
     SlateRequest {
         as_of: None,
         known_at: None,
@@ -420,15 +564,12 @@ fn slate_request(user: u64, articles: &[u64], uf: &[String], af: &[String]) -> S
             SlatePart {
                 group: USER_GROUP.into(),
                 features: uf.to_vec(),
-                keys: vec![vec![Value::Int64(user as i64)]],
+                keys: vec![vec![Value::Int64(0)]],
             },
             SlatePart {
                 group: ARTICLE_GROUP.into(),
                 features: af.to_vec(),
-                keys: articles
-                    .iter()
-                    .map(|&a| vec![Value::Int64(a as i64)])
-                    .collect(),
+                keys: vec![vec![Value::Int64(0)]; ARTICLES_PER_SLATE],
             },
         ],
     }
