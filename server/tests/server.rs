@@ -610,3 +610,26 @@ fn idle_connections_are_closed_and_late_requests_miss_their_deadline() {
         ErrorCode::DeadlineExceeded
     );
 }
+
+#[test]
+fn a_remote_address_without_tokens_is_refused_at_startup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-metrics",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .output()
+        .expect("run tessera");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without auth") && err.contains("--allow-insecure-remote"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("data").exists(), "nothing was created");
+}
