@@ -22,6 +22,7 @@ mod digest;
 mod engine;
 mod error;
 mod flush;
+mod ingest;
 mod memtable;
 mod merge;
 mod options;
@@ -46,10 +47,11 @@ pub use commit::{CommitInfo, MAX_GROUP_BYTES};
 pub use digest::Digest;
 pub use engine::Engine;
 pub use error::{Error, Result};
+pub use ingest::{Ingest, IngestInfo};
 pub use options::{
     Clock, Durability, Options, SystemClock, TableOptions, DEFAULT_BLOCK_BYTES,
-    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES,
-    DEFAULT_ZSTD_LEVEL,
+    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_INGEST_RUN_BYTES, DEFAULT_MEMTABLE_BYTES,
+    DEFAULT_SST_TARGET_BYTES, DEFAULT_ZSTD_LEVEL,
 };
 pub use read::{AsOfQuery, TableKey, MAX_BATCH_KEYS};
 pub use snapshot::Snapshot;

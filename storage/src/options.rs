@@ -80,6 +80,8 @@ pub const DEFAULT_BLOCK_BYTES: usize = 4096;
 pub const DEFAULT_ZSTD_LEVEL: i32 = -1;
 /// Default target size of an SST produced by compaction.
 pub const DEFAULT_SST_TARGET_BYTES: u64 = 64 << 20;
+/// Default memory of a bulk ingest's sort buffer.
+pub const DEFAULT_INGEST_RUN_BYTES: usize = 128 << 20;
 
 /// Engine options.
 #[derive(Clone)]
@@ -113,6 +115,8 @@ pub struct Options {
     /// Run compaction in the background (tests may turn it off and call
     /// `compact` themselves).
     pub background_compaction: bool,
+    /// Memory a bulk ingest buffers before it sorts and spills a run.
+    pub ingest_run_bytes: usize,
     /// The file system.
     pub fs: Arc<dyn FileSystem>,
     /// The clock.
@@ -126,7 +130,7 @@ const MIN_SIZE_BYTES: usize = 1024;
 impl Options {
     /// Checks that the sizes and counts are usable.
     pub fn validate(&self) -> crate::Result<()> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 9] = [
             (
                 self.memtable_bytes >= MIN_SIZE_BYTES,
                 "memtable_bytes must be at least 1 KiB",
@@ -156,6 +160,10 @@ impl Options {
                 zstd::compression_level_range().contains(&self.zstd_level),
                 "zstd_level is out of zstd's range",
             ),
+            (
+                self.ingest_run_bytes >= MIN_SIZE_BYTES,
+                "ingest_run_bytes must be at least 1 KiB",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(crate::Error::InvalidArgument((*what).to_owned())),
@@ -180,6 +188,7 @@ impl Default for Options {
             l1_target_bytes: 256 << 20,
             level_multiplier: 10,
             background_compaction: true,
+            ingest_run_bytes: DEFAULT_INGEST_RUN_BYTES,
             fs: Arc::new(OsFs::default()),
             clock: Arc::new(SystemClock),
         }

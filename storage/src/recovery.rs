@@ -47,6 +47,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
     };
     let handles = open_tables(dir, opts, cache, &state)?;
     remove_orphans(dir, opts, &state)?;
+    remove_ingest_runs(dir, opts)?;
     let version = Version::new(handles);
     let index = restore_index(dir, opts, &state, &version)?;
 
@@ -161,6 +162,26 @@ fn remove_orphans(dir: &Path, opts: &Options, state: &ManifestState) -> Result<(
         tracing::info!(path = %p.display(), "removing file not named by the manifest");
         fs.remove(&p)
             .map_err(|e| Error::io("remove orphan", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Deletes the runs of bulk ingests that never committed: an ingest leaves
+/// no trace unless it commits.
+fn remove_ingest_runs(dir: &Path, opts: &Options) -> Result<()> {
+    let fs = &*opts.fs;
+    let runs = dir.join(crate::ingest::INGEST_DIR);
+    if !fs.exists(&runs) {
+        return Ok(());
+    }
+    let names = fs
+        .list(&runs)
+        .map_err(|e| Error::io("list directory", &runs, e))?;
+    for name in names {
+        let p = runs.join(&name);
+        tracing::info!(path = %p.display(), "removing the run of an ingest that did not commit");
+        fs.remove(&p)
+            .map_err(|e| Error::io("remove ingest run", &p, e))?;
     }
     Ok(())
 }

@@ -37,6 +37,12 @@ enum Op {
         e: i64,
     },
     Batch(Vec<(usize, usize, i64, Option<u8>)>),
+    /// A bulk ingest into one table: `(key, event_ts, value or tombstone)`
+    /// in input order (not sorted).
+    Import {
+        t: usize,
+        items: Vec<(usize, i64, Option<u8>)>,
+    },
     Tick(i64),
     Latest {
         t: usize,
@@ -77,6 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (t.clone(), k.clone(), e.clone(), any::<u8>()).prop_map(|(t, k, e, v)| Op::Put { t, k, e, v }),
         1 => (t.clone(), k.clone(), e.clone()).prop_map(|(t, k, e)| Op::Delete { t, k, e }),
         1 => prop::collection::vec((t.clone(), k.clone(), e.clone(), prop::option::of(any::<u8>())), 1..5).prop_map(Op::Batch),
+        1 => (t.clone(), prop::collection::vec((k.clone(), e.clone(), prop::option::of(any::<u8>())), 0..24))
+            .prop_map(|(t, items)| Op::Import { t, items }),
         2 => (0i64..6).prop_map(Op::Tick),
         3 => (t.clone(), k.clone()).prop_map(|(t, k)| Op::Latest { t, k }),
         2 => (t.clone(), prop::collection::vec(k.clone(), 1..8)).prop_map(|(t, ks)| Op::MultiLatest { t, ks }),
@@ -211,6 +219,8 @@ fn engine_options(clock: Arc<ManualClock>) -> Options {
         l1_target_bytes: 8192,
         level_multiplier: 2,
         block_cache_bytes: 64 << 10,
+        // A few versions per run, so imports spill and merge several.
+        ingest_run_bytes: 1024,
         clock,
         ..Options::default()
     }
@@ -268,6 +278,27 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(info.last_seq - info.first_seq + 1, items.len() as u64);
                 for (i, &(t, k, e, v)) in items.iter().enumerate() {
                     let t = TABLES[t];
+                    model.rows.entry((t, key(k))).or_default().push(MVersion {
+                        e,
+                        ingest: info.ingest_ts,
+                        seq: info.first_seq + i as u64,
+                        value: v.map(|v| value(t, k, e, v)),
+                    });
+                }
+            }
+            Op::Import { t, items } => {
+                let t = TABLES[t];
+                let mut ingest = eng.begin_ingest(t).expect("begin ingest");
+                for &(k, e, v) in &items {
+                    match v {
+                        Some(v) => ingest.put(&key(k), e, &value(t, k, e, v)),
+                        None => ingest.delete(&key(k), e),
+                    }
+                    .expect("ingest add");
+                }
+                let info = ingest.commit().expect("ingest commit");
+                prop_assert_eq!(info.versions, items.len() as u64);
+                for (i, &(k, e, v)) in items.iter().enumerate() {
                     model.rows.entry((t, key(k))).or_default().push(MVersion {
                         e,
                         ingest: info.ingest_ts,

@@ -203,6 +203,28 @@ impl HashIndex {
         })
     }
 
+    /// [`HashIndex::upsert_if_newer`] for a write applied out of commit
+    /// order (a bulk import): on an equal event time the current entry is
+    /// kept when `current_is_later(current.loc)` says it names a later
+    /// commit.
+    ///
+    /// # Panics
+    /// If `loc` is out of range (see [`Location::pack`]).
+    pub fn upsert_unless_later(
+        &self,
+        d: Digest,
+        event_ts: Timestamp,
+        loc: Location,
+        current_is_later: impl FnOnce(Location) -> bool,
+    ) -> bool {
+        let loc = loc.pack();
+        self.shard(d).write().update(d, |cur| match cur {
+            Some(c) if event_ts < c.event_ts => Action::Keep,
+            Some(c) if event_ts == c.event_ts && current_is_later(c.loc) => Action::Keep,
+            _ => Action::Set { event_ts, loc },
+        })
+    }
+
     /// If present and `from(current.loc)` holds, sets its location to `to`,
     /// keeping `event_ts`. Returns true if moved.
     ///
