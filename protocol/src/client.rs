@@ -17,8 +17,9 @@ use crate::error::{DecodeError, EncodeError, ErrorBody};
 use crate::frame::{begin_frame, finish_frame, flags, FrameHeader, PROTOCOL_VERSION};
 use crate::limits::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 use crate::message::{
-    self, decode_error, AuditEntry, CommitReply, Delete, Hello, HelloReply, HistoryRequest, Put,
-    Reply, Request, SlateRequest, SpecFile,
+    self, decode_error, AuditEntry, CommitReply, Delete, Hello, HelloReply, HistoryRequest,
+    ImportBegin, ImportBegun, ImportCommitted, ImportRows, ImportRowsReply, Put, Reply, Request,
+    SlateRequest, SpecFile,
 };
 use crate::op::{Opcode, Role};
 use crate::slate::{HistoryReply, SlateReply};
@@ -281,6 +282,53 @@ impl Client {
         }
     }
 
+    /// `IMPORT_BEGIN`: opens an import session on this connection. The
+    /// session ends with [`Client::import_commit`] or
+    /// [`Client::import_abort`], or is aborted by the server when the
+    /// connection closes.
+    pub fn import_begin(&mut self, begin: &ImportBegin) -> Result<ImportBegun, ClientError> {
+        match self.call(Opcode::ImportBegin, |out| {
+            message::encode_import_begin(begin, out)
+        })? {
+            Reply::ImportBegin(b) => Ok(b),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `IMPORT_ROWS`: a batch of rows for a session.
+    pub fn import_rows(&mut self, rows: &ImportRows) -> Result<ImportRowsReply, ClientError> {
+        match self.call(Opcode::ImportRows, |out| {
+            message::encode_import_rows(rows, out)
+        })? {
+            Reply::ImportRows(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `IMPORT_COMMIT`: makes the session's rows visible at once.
+    pub fn import_commit(&mut self, session: u64) -> Result<ImportCommitted, ClientError> {
+        let reply = self.call(Opcode::ImportCommit, |out| {
+            crate::wire::put_u64(out, session);
+            Ok(())
+        })?;
+        match reply {
+            Reply::ImportCommit(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `IMPORT_ABORT`: discards the session.
+    pub fn import_abort(&mut self, session: u64) -> Result<(), ClientError> {
+        let reply = self.call(Opcode::ImportAbort, |out| {
+            crate::wire::put_u64(out, session);
+            Ok(())
+        })?;
+        match reply {
+            Reply::ImportAbort => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Sends every request without waiting for replies in between, and
     /// returns each one's reply, in request order. A server error fails
     /// only its own request; a lost connection fails the whole call.
@@ -391,7 +439,9 @@ impl Client {
         op: Opcode,
         encode: impl Fn(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<Reply, ClientError> {
-        let idempotent = !matches!(op, Opcode::Put | Opcode::Delete | Opcode::RegistryApply);
+        // Import requests belong to a session on this connection: they are
+        // never resent on another.
+        let idempotent = op.is_idempotent();
         let fresh = self.conn.is_none();
         match self.call_once(op, &encode) {
             Err(ClientError::Io(e)) => {

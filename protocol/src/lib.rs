@@ -39,8 +39,8 @@ pub use frame::{
 pub use limits::*;
 pub use message::{
     decode_error, encode_error, encode_reply, encode_request, AuditEntry, CommitReply, Delete,
-    Hello, HelloReply, HistoryRequest, Put, PutRow, Reply, Request, SlatePart, SlateRequest,
-    SpecFile,
+    Hello, HelloReply, HistoryRequest, ImportBegin, ImportBegun, ImportCommitted, ImportRows,
+    ImportRowsReply, Put, PutRow, Rejection, Reply, Request, SlatePart, SlateRequest, SpecFile,
 };
 pub use op::{Opcode, Role};
 pub use pool::{Pool, Pooled};

@@ -19,7 +19,7 @@ pub const MAX_PING_BYTES: usize = 1024;
 pub const MAX_SLATE_PARTS: usize = 16;
 /// Most keys in one slate, over all its parts.
 pub const MAX_SLATE_KEYS: usize = 4096;
-/// Most rows in one `PUT`, and keys in one `DELETE`.
+/// Most rows in one `PUT` or `IMPORT_ROWS`, and keys in one `DELETE`.
 pub const MAX_PUT_ROWS: usize = 65_536;
 /// Most key columns of an entity.
 pub const MAX_KEY_COLUMNS: usize = 4;

@@ -141,6 +141,74 @@ pub struct AuditEntry {
     pub diff: String,
 }
 
+/// `IMPORT_BEGIN`: opens a bulk import of rows of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportBegin {
+    /// The feature group.
+    pub group: String,
+    /// The names of each row's values, as in [`Put`].
+    pub columns: Vec<String>,
+    /// Skip invalid rows, reporting each, instead of failing the import.
+    pub reject_invalid: bool,
+    /// Rows per second the client asks to be held to (0: the server's
+    /// limit).
+    pub max_rows_per_s: u32,
+}
+
+/// The reply to `IMPORT_BEGIN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportBegun {
+    /// The session, for the connection's later import requests.
+    pub session: u64,
+    /// The rate the server holds the session to, rows per second.
+    pub max_rows_per_s: u32,
+}
+
+/// `IMPORT_ROWS`: rows for an import session.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportRows {
+    /// The session.
+    pub session: u64,
+    /// The number of the batch's first row in the client's input, for
+    /// messages about rows.
+    pub first_row: u64,
+    /// The rows, one value per column of the session.
+    pub rows: Vec<PutRow>,
+}
+
+/// A row an import skipped, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its number (`first_row` + index in the batch).
+    pub row: u64,
+    /// Why, naming the column.
+    pub reason: String,
+}
+
+/// The reply to `IMPORT_ROWS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportRowsReply {
+    /// Rows taken into the import.
+    pub accepted: u32,
+    /// Rows skipped (only with `reject_invalid`).
+    pub rejected: Vec<Rejection>,
+}
+
+/// The reply to `IMPORT_COMMIT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportCommitted {
+    /// Rows committed.
+    pub rows: u64,
+    /// Commit sequence of the first row (in input order).
+    pub first_seq: u64,
+    /// Commit sequence of the last.
+    pub last_seq: u64,
+    /// The commit time every row carries.
+    pub ingest_ts: i64,
+    /// SSTs written.
+    pub files: u32,
+}
+
 /// A request, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
@@ -174,6 +242,20 @@ pub enum Request {
     History(HistoryRequest),
     /// `STATS`.
     Stats,
+    /// `IMPORT_BEGIN`.
+    ImportBegin(ImportBegin),
+    /// `IMPORT_ROWS`.
+    ImportRows(ImportRows),
+    /// `IMPORT_COMMIT` of a session.
+    ImportCommit {
+        /// The session.
+        session: u64,
+    },
+    /// `IMPORT_ABORT` of a session.
+    ImportAbort {
+        /// The session.
+        session: u64,
+    },
 }
 
 /// A reply, decoded.
@@ -218,6 +300,14 @@ pub enum Reply {
     History(HistoryReply),
     /// To `STATS`: a JSON object.
     Stats(String),
+    /// To `IMPORT_BEGIN`.
+    ImportBegin(ImportBegun),
+    /// To `IMPORT_ROWS`.
+    ImportRows(ImportRowsReply),
+    /// To `IMPORT_COMMIT`.
+    ImportCommit(ImportCommitted),
+    /// To `IMPORT_ABORT`.
+    ImportAbort,
 }
 
 impl Request {
@@ -235,16 +325,17 @@ impl Request {
             Request::GetSlate(_) => Opcode::GetSlate,
             Request::History(_) => Opcode::History,
             Request::Stats => Opcode::Stats,
+            Request::ImportBegin(_) => Opcode::ImportBegin,
+            Request::ImportRows(_) => Opcode::ImportRows,
+            Request::ImportCommit { .. } => Opcode::ImportCommit,
+            Request::ImportAbort { .. } => Opcode::ImportAbort,
         }
     }
 
     /// Whether sending the request twice has the same effect as once, so a
     /// client may resend it after a lost connection.
     pub fn is_idempotent(&self) -> bool {
-        !matches!(
-            self,
-            Request::Put(_) | Request::Delete(_) | Request::RegistryApply { .. }
-        )
+        self.opcode().is_idempotent()
     }
 
     /// Appends the request's body.
@@ -271,6 +362,11 @@ impl Request {
             Request::Delete(d) => encode_delete(d, out)?,
             Request::GetSlate(s) => encode_slate(s, out)?,
             Request::History(h) => encode_history(h, out)?,
+            Request::ImportBegin(b) => encode_import_begin(b, out)?,
+            Request::ImportRows(r) => encode_import_rows(r, out)?,
+            Request::ImportCommit { session } | Request::ImportAbort { session } => {
+                wire::put_u64(out, *session)
+            }
         }
         Ok(())
     }
@@ -303,6 +399,19 @@ impl Request {
             Opcode::Put => Request::Put(decode_put(&mut r)?),
             Opcode::Delete => Request::Delete(decode_delete(&mut r)?),
             Opcode::GetSlate => Request::GetSlate(decode_slate(&mut r)?),
+            Opcode::ImportBegin => Request::ImportBegin(ImportBegin {
+                group: r.str16("group")?.to_owned(),
+                columns: decode_names(&mut r, "columns")?,
+                reject_invalid: decode_bool(&mut r, "reject_invalid")?,
+                max_rows_per_s: r.u32("max_rows_per_s")?,
+            }),
+            Opcode::ImportRows => Request::ImportRows(decode_import_rows(&mut r)?),
+            Opcode::ImportCommit => Request::ImportCommit {
+                session: r.u64("session")?,
+            },
+            Opcode::ImportAbort => Request::ImportAbort {
+                session: r.u64("session")?,
+            },
             Opcode::History => Request::History(HistoryRequest {
                 group: r.str16("group")?.to_owned(),
                 key: decode_key(&mut r)?,
@@ -363,9 +472,41 @@ fn decode_files(r: &mut Reader<'_>) -> Result<Vec<SpecFile>, DecodeError> {
 pub(crate) fn encode_put(p: &Put, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     wire::put_str16(out, &p.group, "group")?;
     encode_names(&p.columns, out)?;
-    wire::put_count32(out, p.rows.len(), "rows")?;
-    for (i, row) in p.rows.iter().enumerate() {
-        if row.values.len() != p.columns.len() {
+    encode_rows(&p.rows, p.columns.len(), out)
+}
+
+fn decode_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(DecodeError::UnknownValue {
+            what,
+            value: u64::from(v),
+        }),
+    }
+}
+
+pub(crate) fn encode_import_begin(b: &ImportBegin, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    wire::put_str16(out, &b.group, "group")?;
+    encode_names(&b.columns, out)?;
+    wire::put_u8(out, u8::from(b.reject_invalid));
+    wire::put_u32(out, b.max_rows_per_s);
+    Ok(())
+}
+
+pub(crate) fn encode_import_rows(r: &ImportRows, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    wire::put_u64(out, r.session);
+    wire::put_u64(out, r.first_row);
+    let width = r.rows.first().map_or(0, |row| row.values.len());
+    wire::put_count16(out, width, "values per row")?;
+    encode_rows(&r.rows, width, out)
+}
+
+/// `list32<row>`, each row `event_ts` then `width` values.
+fn encode_rows(rows: &[PutRow], width: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    wire::put_count32(out, rows.len(), "rows")?;
+    for (i, row) in rows.iter().enumerate() {
+        if row.values.len() != width {
             // A row of the wrong width cannot be framed: its values would be
             // read as the next row's.
             return Err(EncodeError {
@@ -375,7 +516,7 @@ pub(crate) fn encode_put(p: &Put, out: &mut Vec<u8>) -> Result<(), EncodeError> 
                     "values of a row"
                 },
                 len: row.values.len(),
-                max: p.columns.len(),
+                max: width,
             });
         }
         wire::put_i64(out, row.event_ts);
@@ -384,21 +525,37 @@ pub(crate) fn encode_put(p: &Put, out: &mut Vec<u8>) -> Result<(), EncodeError> 
     Ok(())
 }
 
-fn decode_put(r: &mut Reader<'_>) -> Result<Put, DecodeError> {
-    let group = r.str16("group")?.to_owned();
-    let columns = decode_names(r, "columns")?;
+/// `list32<row>` of `width` values each.
+fn decode_rows(r: &mut Reader<'_>, width: usize) -> Result<Vec<PutRow>, DecodeError> {
     let n = r.count32("rows")?;
     // Each row is at least its event time and one tag per column.
-    let min_row = 8 + columns.len();
-    let mut rows = Vec::with_capacity(r.capacity_for(n, min_row));
+    let mut rows = Vec::with_capacity(r.capacity_for(n, 8 + width));
     for _ in 0..n {
         let event_ts = r.i64("row event_ts")?;
-        let mut values = Vec::with_capacity(columns.len());
-        for _ in 0..columns.len() {
+        let mut values = Vec::with_capacity(width);
+        for _ in 0..width {
             values.push(Value::decode(r)?);
         }
         rows.push(PutRow { event_ts, values });
     }
+    Ok(rows)
+}
+
+fn decode_import_rows(r: &mut Reader<'_>) -> Result<ImportRows, DecodeError> {
+    let session = r.u64("session")?;
+    let first_row = r.u64("first_row")?;
+    let width = r.count16("values per row")?;
+    Ok(ImportRows {
+        session,
+        first_row,
+        rows: decode_rows(r, width)?,
+    })
+}
+
+fn decode_put(r: &mut Reader<'_>) -> Result<Put, DecodeError> {
+    let group = r.str16("group")?.to_owned();
+    let columns = decode_names(r, "columns")?;
+    let rows = decode_rows(r, columns.len())?;
     Ok(Put {
         group,
         columns,
@@ -517,6 +674,10 @@ impl Reply {
             Reply::GetSlate(_) => Opcode::GetSlate,
             Reply::History(_) => Opcode::History,
             Reply::Stats(_) => Opcode::Stats,
+            Reply::ImportBegin(_) => Opcode::ImportBegin,
+            Reply::ImportRows(_) => Opcode::ImportRows,
+            Reply::ImportCommit(_) => Opcode::ImportCommit,
+            Reply::ImportAbort => Opcode::ImportAbort,
         }
     }
 
@@ -569,6 +730,26 @@ impl Reply {
             Reply::GetSlate(s) => out.extend_from_slice(s.body().bytes()),
             Reply::History(h) => out.extend_from_slice(h.body().bytes()),
             Reply::Stats(s) => wire::put_str32_truncated(out, s),
+            Reply::ImportBegin(b) => {
+                wire::put_u64(out, b.session);
+                wire::put_u32(out, b.max_rows_per_s);
+            }
+            Reply::ImportRows(r) => {
+                wire::put_u32(out, r.accepted);
+                wire::put_u32(out, u32::try_from(r.rejected.len()).unwrap_or(u32::MAX));
+                for j in r.rejected.iter().take(u32::MAX as usize) {
+                    wire::put_u64(out, j.row);
+                    wire::put_str16_truncated(out, &j.reason);
+                }
+            }
+            Reply::ImportCommit(c) => {
+                wire::put_u64(out, c.rows);
+                wire::put_u64(out, c.first_seq);
+                wire::put_u64(out, c.last_seq);
+                wire::put_i64(out, c.ingest_ts);
+                wire::put_u32(out, c.files);
+            }
+            Reply::ImportAbort => {}
         }
     }
 
@@ -650,6 +831,30 @@ fn decode_row_reply(op: Opcode, body: &[u8]) -> Result<Reply, DecodeError> {
             }
         }
         Opcode::Stats => Reply::Stats(r.str32("stats")?.to_owned()),
+        Opcode::ImportBegin => Reply::ImportBegin(ImportBegun {
+            session: r.u64("session")?,
+            max_rows_per_s: r.u32("max_rows_per_s")?,
+        }),
+        Opcode::ImportRows => {
+            let accepted = r.u32("accepted")?;
+            let n = r.count32("rejections")?;
+            let mut rejected = Vec::with_capacity(r.capacity_for(n, 10));
+            for _ in 0..n {
+                rejected.push(Rejection {
+                    row: r.u64("rejected row")?,
+                    reason: r.str16("rejection reason")?.to_owned(),
+                });
+            }
+            Reply::ImportRows(ImportRowsReply { accepted, rejected })
+        }
+        Opcode::ImportCommit => Reply::ImportCommit(ImportCommitted {
+            rows: r.u64("rows")?,
+            first_seq: r.u64("first_seq")?,
+            last_seq: r.u64("last_seq")?,
+            ingest_ts: r.i64("ingest_ts")?,
+            files: r.u32("files")?,
+        }),
+        Opcode::ImportAbort => Reply::ImportAbort,
         Opcode::GetSlate | Opcode::History => {
             return Err(DecodeError::Malformed {
                 what: "reply",
@@ -795,6 +1000,34 @@ mod tests {
                     known_at,
                     parts
                 })),
+            ("[a-z]{1,8}", names(), any::<bool>(), any::<u32>()).prop_map(
+                |(group, columns, reject_invalid, max_rows_per_s)| {
+                    Request::ImportBegin(ImportBegin {
+                        group,
+                        columns,
+                        reject_invalid,
+                        max_rows_per_s,
+                    })
+                }
+            ),
+            (any::<u64>(), any::<u64>(), 0usize..4, 0usize..4).prop_flat_map(
+                |(session, first_row, width, rows)| {
+                    let row = (
+                        any::<i64>(),
+                        proptest::collection::vec(crate::value::tests::any_value(), width),
+                    )
+                        .prop_map(|(event_ts, values)| PutRow { event_ts, values });
+                    proptest::collection::vec(row, rows).prop_map(move |rows| {
+                        Request::ImportRows(ImportRows {
+                            session,
+                            first_row,
+                            rows,
+                        })
+                    })
+                }
+            ),
+            any::<u64>().prop_map(|session| Request::ImportCommit { session }),
+            any::<u64>().prop_map(|session| Request::ImportAbort { session }),
             ("[a-z]{1,8}", key(), any::<i64>(), any::<i64>(), names()).prop_map(
                 |(group, key, from, to, features)| {
                     Request::History(HistoryRequest {
@@ -891,6 +1124,25 @@ mod tests {
                 rows: 1,
             }),
             Reply::Stats("{\"a\":1}".into()),
+            Reply::ImportBegin(ImportBegun {
+                session: 3,
+                max_rows_per_s: 1000,
+            }),
+            Reply::ImportRows(ImportRowsReply {
+                accepted: 9,
+                rejected: vec![Rejection {
+                    row: 4,
+                    reason: "column `x`: expected int64".into(),
+                }],
+            }),
+            Reply::ImportCommit(ImportCommitted {
+                rows: 10,
+                first_seq: 5,
+                last_seq: 14,
+                ingest_ts: 99,
+                files: 1,
+            }),
+            Reply::ImportAbort,
         ];
         for reply in replies {
             let mut frame = Vec::new();

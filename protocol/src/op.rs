@@ -26,11 +26,34 @@ pub enum Opcode {
     History = 0x31,
     /// Server and engine counters.
     Stats = 0x40,
+    /// Opens a bulk import session on this connection.
+    ImportBegin = 0x50,
+    /// A batch of rows for an import session.
+    ImportRows = 0x51,
+    /// Makes everything an import session sent visible at once.
+    ImportCommit = 0x52,
+    /// Discards an import session.
+    ImportAbort = 0x53,
 }
 
 impl Opcode {
+    /// Whether running the operation twice has the effect of running it
+    /// once, so a client may resend it after a lost connection.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(
+            self,
+            Opcode::Put
+                | Opcode::Delete
+                | Opcode::RegistryApply
+                | Opcode::ImportBegin
+                | Opcode::ImportRows
+                | Opcode::ImportCommit
+                | Opcode::ImportAbort
+        )
+    }
+
     /// Every opcode, in wire order.
-    pub const ALL: [Opcode; 11] = [
+    pub const ALL: [Opcode; 15] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::RegistryGet,
@@ -42,6 +65,10 @@ impl Opcode {
         Opcode::GetSlate,
         Opcode::History,
         Opcode::Stats,
+        Opcode::ImportBegin,
+        Opcode::ImportRows,
+        Opcode::ImportCommit,
+        Opcode::ImportAbort,
     ];
 
     /// The opcode with wire value `v`, if there is one.
@@ -63,6 +90,10 @@ impl Opcode {
             Opcode::GetSlate => "GET_SLATE",
             Opcode::History => "HISTORY",
             Opcode::Stats => "STATS",
+            Opcode::ImportBegin => "IMPORT_BEGIN",
+            Opcode::ImportRows => "IMPORT_ROWS",
+            Opcode::ImportCommit => "IMPORT_COMMIT",
+            Opcode::ImportAbort => "IMPORT_ABORT",
         }
     }
 
@@ -70,6 +101,10 @@ impl Opcode {
     pub fn required_role(self) -> Role {
         match self {
             Opcode::Put | Opcode::Delete => Role::Write,
+            Opcode::ImportBegin
+            | Opcode::ImportRows
+            | Opcode::ImportCommit
+            | Opcode::ImportAbort => Role::Write,
             Opcode::RegistryApply => Role::Admin,
             _ => Role::Read,
         }
@@ -124,7 +159,7 @@ mod tests {
             assert_eq!(Opcode::from_u8(op as u8), Some(op));
         }
         assert_eq!(Opcode::from_u8(0x00), None);
-        assert_eq!(Opcode::from_u8(0x50), None);
+        assert_eq!(Opcode::from_u8(0x5f), None);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 5_000;
 /// Default longest a connection may stay idle (or half-sent) before it is
 /// closed.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
+/// Default most bulk imports open at once.
+pub const DEFAULT_MAX_CONCURRENT_IMPORTS: usize = 2;
+/// Default most rows per second one import session is fed at.
+pub const DEFAULT_IMPORT_MAX_ROWS_PER_S: u32 = 1_000_000;
 /// Default longest graceful shutdown waits for requests in flight.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 
@@ -107,6 +111,10 @@ pub struct ConfigFile {
     pub worker_threads: Option<usize>,
     /// See [`ServeConfig::allow_insecure_remote`].
     pub allow_insecure_remote: Option<bool>,
+    /// See [`ServeConfig::max_concurrent_imports`].
+    pub max_concurrent_imports: Option<usize>,
+    /// See [`ServeConfig::import_max_rows_per_s`].
+    pub import_max_rows_per_s: Option<u32>,
     /// Access tokens; none means local development mode.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -149,6 +157,11 @@ pub struct ServeConfig {
     pub worker_threads: Option<usize>,
     /// Allow a non-loopback listen address without tokens.
     pub allow_insecure_remote: bool,
+    /// Bulk imports open at once; more are refused with `UNAVAILABLE`.
+    pub max_concurrent_imports: usize,
+    /// The fastest one import session is fed, rows per second: bulk loads
+    /// must not take the CPU and disk that serving needs.
+    pub import_max_rows_per_s: u32,
     /// Access tokens; none means local development mode.
     pub tokens: Vec<TokenConfig>,
 }
@@ -168,6 +181,8 @@ impl Default for ServeConfig {
             block_cache_mib: None,
             worker_threads: None,
             allow_insecure_remote: false,
+            max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
+            import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
             tokens: Vec::new(),
         }
     }
@@ -205,6 +220,12 @@ impl ServeConfig {
             block_cache_mib: file.block_cache_mib,
             worker_threads: file.worker_threads,
             allow_insecure_remote: file.allow_insecure_remote.unwrap_or(false),
+            max_concurrent_imports: file
+                .max_concurrent_imports
+                .unwrap_or(d.max_concurrent_imports),
+            import_max_rows_per_s: file
+                .import_max_rows_per_s
+                .unwrap_or(d.import_max_rows_per_s),
             tokens: file.tokens,
         })
     }
@@ -227,6 +248,9 @@ impl ServeConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        if self.import_max_rows_per_s == 0 {
+            return Err("import_max_rows_per_s must be at least 1".into());
         }
         if self.worker_threads == Some(0) {
             return Err("worker_threads must be at least 1".into());

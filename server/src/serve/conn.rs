@@ -15,13 +15,14 @@
 //! never stall other connections.
 
 use super::auth::Session;
+use super::import::{self, Imports};
 use super::service::{fail, Failure};
 use super::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    encode_error, encode_reply, flags, ErrorBody, ErrorCode, FrameHeader, HelloReply, Opcode,
-    Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
+    encode_error, encode_reply, flags, ErrorBody, ErrorCode, FrameHeader, HelloReply, ImportBegin,
+    ImportRows, Opcode, Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -56,6 +57,7 @@ pub(super) async fn serve(
         shared,
         session: None,
         out: Vec::with_capacity(WRITE_BATCH_BYTES),
+        imports: Imports::default(),
     };
     let idle = conn.shared.config.idle_timeout;
     loop {
@@ -100,6 +102,8 @@ struct Connection {
     session: Option<Session>,
     /// Replies not yet handed to the socket writer.
     out: Vec<u8>,
+    /// Import sessions this connection opened; dropped (aborted) with it.
+    imports: Imports,
 }
 
 impl Connection {
@@ -206,7 +210,13 @@ impl Connection {
                 fail(ErrorCode::DeadlineExceeded, msg),
             );
         }
-        let result = self.execute(op, &session, h.request_id, request).await;
+        let result = match request {
+            Request::ImportBegin(begin) => self.import_begin(h.request_id, &begin),
+            Request::ImportRows(rows) => self.import_rows(h.request_id, rows).await,
+            Request::ImportCommit { session: id } => self.import_commit(h.request_id, id).await,
+            Request::ImportAbort { session: id } => self.import_abort(h.request_id, id),
+            request => self.execute(op, &session, h.request_id, request).await,
+        };
         self.shared.metrics.request(op, received.elapsed());
         match result {
             Ok(()) => Next::Continue,
@@ -268,6 +278,56 @@ impl Connection {
                 Err(f)
             }
         }
+    }
+
+    fn import_begin(&mut self, request_id: u64, begin: &ImportBegin) -> Result<(), Failure> {
+        let shared = &self.shared;
+        let (session, rate) = import::begin(
+            &shared.service,
+            &shared.import_slots,
+            shared.config.import_max_rows_per_s,
+            begin,
+        )?;
+        let id = self.imports.insert(session);
+        encode_reply(
+            request_id,
+            &Reply::ImportBegin(import::begun(id, rate)),
+            &mut self.out,
+        );
+        Ok(())
+    }
+
+    /// Takes rows on the blocking pool (they may spill a sorted run to
+    /// disk, and pacing sleeps). A failed batch ends the session.
+    async fn import_rows(&mut self, request_id: u64, rows: ImportRows) -> Result<(), Failure> {
+        let id = rows.session;
+        let mut session = self.imports.take(id)?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = session.add_rows(&rows);
+            (session, result)
+        })
+        .await;
+        let (session, result) =
+            joined.map_err(|e| fail(ErrorCode::Internal, format!("the import failed: {e}")))?;
+        let reply = result?;
+        self.imports.put_back(id, session);
+        encode_reply(request_id, &Reply::ImportRows(reply), &mut self.out);
+        Ok(())
+    }
+
+    async fn import_commit(&mut self, request_id: u64, id: u64) -> Result<(), Failure> {
+        let session = self.imports.take(id)?;
+        let joined = tokio::task::spawn_blocking(move || session.commit()).await;
+        let committed =
+            joined.map_err(|e| fail(ErrorCode::Internal, format!("the import failed: {e}")))??;
+        encode_reply(request_id, &Reply::ImportCommit(committed), &mut self.out);
+        Ok(())
+    }
+
+    fn import_abort(&mut self, request_id: u64, id: u64) -> Result<(), Failure> {
+        drop(self.imports.take(id)?);
+        encode_reply(request_id, &Reply::ImportAbort, &mut self.out);
+        Ok(())
     }
 
     fn hello(&mut self, request_id: u64, hello: &tessera_protocol::Hello) -> Next {

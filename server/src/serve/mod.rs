@@ -16,6 +16,7 @@ mod auth;
 mod config;
 mod conn;
 mod http;
+mod import;
 mod metrics;
 mod service;
 mod slate;
@@ -76,6 +77,7 @@ pub(crate) struct Shared {
     pub(crate) auth: Auth,
     pub(crate) metrics: Metrics,
     pub(crate) log: RateLimitedLog,
+    pub(crate) import_slots: std::sync::Arc<import::ImportSlots>,
 }
 
 /// Warnings about client mistakes, at most [`LOG_BURST`] per second, so a
@@ -167,6 +169,7 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
         auth: Auth::new(&config.tokens),
         metrics: Metrics::new().map_err(|e| ServeError::Other(format!("metrics: {e}")))?,
         log: RateLimitedLog::new(),
+        import_slots: import::ImportSlots::new(config.max_concurrent_imports),
         config,
         service,
     })

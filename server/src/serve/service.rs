@@ -245,6 +245,16 @@ impl Service {
             Request::Hello(_) => {
                 return Err(fail(ErrorCode::BadRequest, "HELLO was already sent"));
             }
+            Request::ImportBegin(_)
+            | Request::ImportRows(_)
+            | Request::ImportCommit { .. }
+            | Request::ImportAbort { .. } => {
+                // Sessions belong to connections: `conn` runs these.
+                return Err(fail(
+                    ErrorCode::Internal,
+                    "an import request reached the stateless path",
+                ));
+            }
         };
         tessera_protocol::encode_reply(request_id, &reply, out);
         Ok(())
