@@ -331,17 +331,35 @@ impl Client {
 
     /// Sends every request without waiting for replies in between, and
     /// returns each one's reply, in request order. A server error fails
-    /// only its own request; a lost connection fails the whole call.
+    /// only its own request. If the connection is lost, requests already
+    /// answered keep their replies; a write sent but unanswered gets
+    /// [`ClientError::Unknown`] (it may have been applied), every other
+    /// unanswered request an I/O error (it was not applied, or is safe to
+    /// resend). `Err` only when no connection could be opened.
     pub fn pipeline(
         &mut self,
         requests: &[Request],
     ) -> Result<Vec<Result<Reply, ClientError>>, ClientError> {
+        self.ensure_connected()?;
         let mut results: Vec<Option<Result<Reply, ClientError>>> =
             (0..requests.len()).map(|_| None).collect();
-        let outcome = self.pipeline_into(requests, &mut results);
-        if let Err(e) = outcome {
+        let mut sent = vec![false; requests.len()];
+        if let Err(e) = self.pipeline_into(requests, &mut results, &mut sent) {
             self.conn = None;
-            return Err(e);
+            let lost = e.to_string();
+            for (i, slot) in results.iter_mut().enumerate() {
+                if slot.is_some() {
+                    continue;
+                }
+                let source = io::Error::new(io::ErrorKind::ConnectionAborted, lost.clone());
+                *slot = Some(Err(match (sent[i], requests[i].is_idempotent()) {
+                    (true, false) => ClientError::Unknown {
+                        op: requests[i].opcode().name(),
+                        source,
+                    },
+                    _ => ClientError::Io(source),
+                }));
+            }
         }
         Ok(results
             .into_iter()
@@ -353,33 +371,42 @@ impl Client {
         &mut self,
         requests: &[Request],
         results: &mut [Option<Result<Reply, ClientError>>],
+        sent: &mut [bool],
     ) -> Result<(), ClientError> {
-        self.ensure_connected()?;
         // id -> (index, opcode, bytes sent)
         let mut pending: HashMap<u64, (usize, Opcode, usize)> = HashMap::new();
-        let (mut next, mut in_flight) = (0, 0);
-        let mut answered = 0;
+        let (mut next, mut in_flight, mut answered) = (0, 0, 0);
+        // An encoded request that did not fit the window yet.
+        let mut staged: Option<(usize, u64, Vec<u8>)> = None;
         while answered < requests.len() {
             self.out.clear();
-            while next < requests.len()
-                && in_flight < PIPELINE_WINDOW_BYTES
-                && pending.len() < PIPELINE_WINDOW_REQUESTS
-            {
-                let request = &requests[next];
-                let id = self.take_id();
-                let before = self.out.len();
-                match message::encode_request(id, request, &mut self.out) {
-                    Ok(()) => {
-                        let sent = self.out.len() - before;
-                        in_flight += sent;
-                        pending.insert(id, (next, request.opcode(), sent));
+            while pending.len() < PIPELINE_WINDOW_REQUESTS {
+                let (index, id, frame) = match staged.take() {
+                    Some(s) => s,
+                    None if next < requests.len() => {
+                        let id = self.take_id();
+                        let mut frame = Vec::new();
+                        let index = next;
+                        next += 1;
+                        if let Err(e) = self.encode_checked(id, &requests[index], &mut frame) {
+                            results[index] = Some(Err(e));
+                            answered += 1;
+                            continue;
+                        }
+                        (index, id, frame)
                     }
-                    Err(e) => {
-                        results[next] = Some(Err(ClientError::Encode(e)));
-                        answered += 1;
-                    }
+                    None => break,
+                };
+                // Admit only what fits the window; a request larger than the
+                // window goes alone, once nothing else is in flight.
+                if !pending.is_empty() && in_flight + frame.len() > PIPELINE_WINDOW_BYTES {
+                    staged = Some((index, id, frame));
+                    break;
                 }
-                next += 1;
+                in_flight += frame.len();
+                pending.insert(id, (index, requests[index].opcode(), frame.len()));
+                sent[index] = true;
+                self.out.extend_from_slice(&frame);
             }
             let conn = self.conn.as_mut().ok_or_else(not_connected)?;
             if !self.out.is_empty() {
@@ -389,24 +416,47 @@ impl Client {
                 continue;
             }
             let (header, body) = conn.read_frame()?;
-            let (index, op, sent) = pending.remove(&header.request_id).ok_or_else(|| {
+            let (index, op, bytes) = pending.remove(&header.request_id).ok_or_else(|| {
                 ClientError::Protocol(format!(
                     "a reply to unknown request id {}",
                     header.request_id
                 ))
             })?;
-            in_flight -= sent;
+            in_flight -= bytes;
             answered += 1;
             let reply = decode_reply(op, &header, body);
-            if let Err(ClientError::Server(e)) = &reply {
-                if e.code.closes_connection() {
-                    results[index] = Some(reply);
-                    return Err(ClientError::Protocol(
-                        "the server closed the connection".into(),
-                    ));
-                }
-            }
+            let closes =
+                matches!(&reply, Err(ClientError::Server(e)) if e.code.closes_connection());
             results[index] = Some(reply);
+            if closes {
+                return Err(ClientError::Protocol(
+                    "the server closed the connection".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes a request frame, refusing one over the server's frame limit
+    /// before anything is sent.
+    fn encode_checked(
+        &self,
+        id: u64,
+        request: &Request,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
+        message::encode_request(id, request, out)?;
+        self.check_frame_size(out.len())
+    }
+
+    fn check_frame_size(&self, len: usize) -> Result<(), ClientError> {
+        let max = self.hello.max_frame as usize;
+        if len > max {
+            return Err(ClientError::Encode(EncodeError {
+                what: "request frame",
+                len,
+                max,
+            }));
         }
         Ok(())
     }
@@ -452,7 +502,9 @@ impl Client {
                         source: e,
                     });
                 }
-                if fresh || !self.options.reconnect {
+                // A timeout is a slow server, not a stale connection:
+                // resending would only double the wait.
+                if fresh || !self.options.reconnect || e.kind() == io::ErrorKind::TimedOut {
                     return Err(ClientError::Io(e));
                 }
                 // The connection went stale (the server restarted, an idle
@@ -483,6 +535,7 @@ impl Client {
         let frame = begin_frame(id, op as u8, 0, &mut self.out);
         encode(&mut self.out)?;
         finish_frame(&mut self.out, frame);
+        self.check_frame_size(self.out.len())?;
         let conn = self.conn.as_mut().ok_or_else(not_connected)?;
         conn.writer.write_all(&self.out)?;
         let (header, body) = conn.read_frame()?;
@@ -645,7 +698,13 @@ impl Socket {
     /// Runs `op` until it does not block, or the timeout passes.
     fn spin<T>(&mut self, mut op: impl FnMut(&mut TcpStream) -> io::Result<T>) -> io::Result<T> {
         if !self.busy_poll {
-            return op(&mut self.stream);
+            // A socket timeout surfaces as WouldBlock on Linux.
+            return op(&mut self.stream).map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    io::Error::new(io::ErrorKind::TimedOut, "timed out waiting for the server")
+                }
+                _ => e,
+            });
         }
         let start = std::time::Instant::now();
         loop {

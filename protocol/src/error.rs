@@ -129,8 +129,8 @@ impl fmt::Display for ErrorBody {
 
 impl std::error::Error for ErrorBody {}
 
-/// Why a body does not decode. Decoding never panics and never allocates
-/// more than the body's own size.
+/// Why a body does not decode. Decoding never panics, and its allocations
+/// are bounded by the body's size and the protocol's batch limits.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// A field runs past the end of the body.

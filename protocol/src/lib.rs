@@ -10,8 +10,9 @@
 //! - [`Client`] and [`Pool`]: a blocking client with pipelining, timeouts
 //!   and reconnection, and a pool of them.
 //!
-//! Decoding never panics and never allocates more than the bounded frame
-//! it decodes; every limit is a named constant in [`limits`].
+//! Decoding never panics, and what it allocates is bounded by the frame
+//! size and by the counts of [`limits`] (rows, values and keys per batch),
+//! every one a named constant.
 
 #![deny(missing_docs)]
 

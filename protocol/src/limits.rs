@@ -21,6 +21,14 @@ pub const MAX_SLATE_PARTS: usize = 16;
 pub const MAX_SLATE_KEYS: usize = 4096;
 /// Most rows in one `PUT` or `IMPORT_ROWS`, and keys in one `DELETE`.
 pub const MAX_PUT_ROWS: usize = 65_536;
+/// Most values in one `PUT` or `IMPORT_ROWS` (rows × columns): a decoded
+/// value takes up to 32 bytes however few the wire spent on it, so this
+/// bounds a batch's memory (32 MiB) whatever the frame holds.
+pub const MAX_BATCH_VALUES: usize = 1 << 20;
+/// Most versions one `HISTORY` reply carries; narrow the range for more.
+pub const MAX_HISTORY_VERSIONS: usize = 100_000;
+/// Most cells (rows × columns) of one slate reply part.
+pub const MAX_SLATE_CELLS: usize = 1 << 20;
 /// Most key columns of an entity.
 pub const MAX_KEY_COLUMNS: usize = 4;
 /// Longest group, feature or column name, in bytes.

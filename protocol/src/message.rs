@@ -528,6 +528,12 @@ fn encode_rows(rows: &[PutRow], width: usize, out: &mut Vec<u8>) -> Result<(), E
 /// `list32<row>` of `width` values each.
 fn decode_rows(r: &mut Reader<'_>, width: usize) -> Result<Vec<PutRow>, DecodeError> {
     let n = r.count32("rows")?;
+    check_limit("rows in a batch", n, crate::MAX_PUT_ROWS)?;
+    check_limit(
+        "values in a batch",
+        n.saturating_mul(width.max(1)),
+        crate::MAX_BATCH_VALUES,
+    )?;
     // Each row is at least its event time and one tag per column.
     let mut rows = Vec::with_capacity(r.capacity_for(n, 8 + width));
     for _ in 0..n {
@@ -584,6 +590,7 @@ pub(crate) fn encode_history(h: &HistoryRequest, out: &mut Vec<u8>) -> Result<()
 fn decode_delete(r: &mut Reader<'_>) -> Result<Delete, DecodeError> {
     let group = r.str16("group")?.to_owned();
     let n = r.count32("tombstones")?;
+    check_limit("keys in a batch", n, crate::MAX_PUT_ROWS)?;
     let mut keys = Vec::with_capacity(r.capacity_for(n, 10));
     for _ in 0..n {
         let ts = r.i64("tombstone event_ts")?;

@@ -94,6 +94,11 @@ impl<'o> PartWriter<'o> {
         }
     }
 
+    /// Bytes of the reply body written so far (this part and those before).
+    pub fn body_len(&self) -> usize {
+        self.out.len() - self.base
+    }
+
     /// Starts the next column: `name`, type `tag` (embedding dimension
     /// `dim`, else 0). Push one value per row, then [`ColumnWriter::finish`].
     pub fn column(&mut self, name: &str, tag: u8, dim: u32) -> ColumnWriter<'_> {

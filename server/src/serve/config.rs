@@ -249,6 +249,11 @@ impl ServeConfig {
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }
+        if self.idle_timeout.is_zero() {
+            return Err(
+                "idle_timeout_s must be at least 1: 0 would close every connection at once".into(),
+            );
+        }
         if self.import_max_rows_per_s == 0 {
             return Err("import_max_rows_per_s must be at least 1".into());
         }

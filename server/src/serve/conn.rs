@@ -21,7 +21,7 @@ use super::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    encode_error, encode_reply, flags, ErrorBody, ErrorCode, FrameHeader, HelloReply, ImportBegin,
+    encode_error, encode_reply, ErrorBody, ErrorCode, FrameHeader, HelloReply, ImportBegin,
     ImportRows, Opcode, Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -33,6 +33,13 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Replies are written once this many bytes are queued, even while more
 /// pipelined requests wait.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Largest frame accepted before `HELLO`: room for any token and client
+/// name, so an unauthenticated client cannot make the server allocate much.
+const MAX_UNAUTHENTICATED_FRAME_BYTES: usize = 64 << 10;
+/// How long, and how much input, a closing connection discards so that its
+/// last error frame is not destroyed by a reset.
+const LINGER_TIME: Duration = Duration::from_millis(200);
+const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// What the connection does after a request.
 enum Next {
@@ -60,40 +67,76 @@ pub(super) async fn serve(
         imports: Imports::default(),
     };
     let idle = conn.shared.config.idle_timeout;
+    let mut stopping = false;
     loop {
+        // After shutdown began, requests already received in full are
+        // still answered; nothing more is read from the socket.
+        if stopping && !holds_complete_frame(reader.buffer()) {
+            break;
+        }
         let mut header = [0u8; HEADER_LEN];
         let read = tokio::select! {
             r = tokio::time::timeout(idle, reader.read_exact(&mut header)) => r,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                continue;
+            }
         };
         match read {
             Ok(Ok(_)) => {}
             // A clean close, a reset, or an idle client: nothing to answer.
             Ok(Err(_)) | Err(_) => break,
         }
-        let received = Instant::now();
         let next = match conn.read_frame(&header, &mut reader, idle).await {
-            Ok((h, body)) => conn.handle(h, body, received).await,
+            Ok((h, body)) => conn.handle(h, body, Instant::now()).await,
             Err(next) => next,
         };
+        let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
         if conn
-            .flush_if_idle(&mut writer, &reader, &next)
+            .flush_unless_pipelining(&mut writer, more_waiting, idle)
             .await
             .is_err()
         {
             break;
         }
         if let Next::Close = next {
+            linger(&mut writer, &mut reader).await;
             break;
         }
     }
-    // Replies still queued behind pipelined requests (shutdown can stop the
-    // loop between them) go out before the connection closes.
-    if !conn.out.is_empty() {
-        let _ = writer.write_all(&conn.out).await;
-    }
+    // Replies still queued behind pipelined requests go out before the
+    // connection closes.
+    let _ = conn.flush_unless_pipelining(&mut writer, false, idle).await;
     if let Some(peer) = peer {
         tracing::debug!(%peer, "connection closed");
+    }
+}
+
+/// Whether `buf` starts with a whole frame (header and body).
+fn holds_complete_frame(buf: &[u8]) -> bool {
+    let Some(len) = buf.get(16..20) else {
+        return false;
+    };
+    let body = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    buf.len() >= HEADER_LEN.saturating_add(body)
+}
+
+/// Closes after an error that ends the connection so that the error
+/// frame is read: shuts down our side, then discards what the client is
+/// still sending for a moment (closing with unread input would reset the
+/// connection and destroy the error frame).
+async fn linger(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) {
+    let _ = writer.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_MAX_BYTES {
+        match tokio::time::timeout(LINGER_TIME, reader.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
     }
 }
 
@@ -115,7 +158,10 @@ impl Connection {
         reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
         idle: Duration,
     ) -> Result<(FrameHeader, Vec<u8>), Next> {
-        let max_frame = self.shared.config.max_frame_bytes;
+        let max_frame = match self.session {
+            Some(_) => self.shared.config.max_frame_bytes,
+            None => MAX_UNAUTHENTICATED_FRAME_BYTES.min(self.shared.config.max_frame_bytes),
+        };
         let h = match FrameHeader::decode(header, max_frame) {
             Ok(h) => h,
             Err(e) => {
@@ -141,6 +187,17 @@ impl Connection {
 
     /// Decodes, authorizes and executes one request, queuing its reply.
     async fn handle(&mut self, h: FrameHeader, body: Vec<u8>, received: Instant) -> Next {
+        // Before HELLO nothing but a HELLO is even decoded.
+        if self.session.is_none() && h.opcode != Opcode::Hello as u8 {
+            let msg = "the first request on a connection must be HELLO";
+            let op = Opcode::from_u8(h.opcode);
+            return self.error(
+                h.request_id,
+                h.opcode,
+                op,
+                fail(ErrorCode::AuthRequired, msg),
+            );
+        }
         let Some(op) = Opcode::from_u8(h.opcode) else {
             let msg = format!("unknown opcode {:#04x}", h.opcode);
             return self.error(
@@ -150,8 +207,8 @@ impl Connection {
                 fail(ErrorCode::UnknownOpcode, msg),
             );
         };
-        if h.flags & flags::REPLY != 0 {
-            let msg = "a request frame has the REPLY flag set";
+        if h.flags != 0 {
+            let msg = "a request frame has flags set (REPLY, ERROR and MORE are for replies)";
             return self.error(
                 h.request_id,
                 h.opcode,
@@ -165,15 +222,17 @@ impl Connection {
                 self.shared
                     .log
                     .warn(format_args!("bad {} request: {e}", op.name()));
-                return self.error(
-                    h.request_id,
-                    h.opcode,
-                    Some(op),
-                    fail(e.code(), e.to_string()),
-                );
+                // A HELLO that does not decode leaves the connection
+                // unauthenticated: it closes, as any failed HELLO does.
+                let code = if self.session.is_none() {
+                    ErrorCode::AuthRequired
+                } else {
+                    e.code()
+                };
+                return self.error(h.request_id, h.opcode, Some(op), fail(code, e.to_string()));
             }
         };
-        let session = match (&self.session, request) {
+        let (session, request) = match (&self.session, request) {
             (None, Request::Hello(hello)) => return self.hello(h.request_id, &hello),
             (None, _) => {
                 let msg = "the first request on a connection must be HELLO";
@@ -186,7 +245,6 @@ impl Connection {
             }
             (Some(s), request) => (s.clone(), request),
         };
-        let (session, request) = session;
         if !session.role.permits(op) {
             let msg = format!(
                 "{} may not {}: its role is {}",
@@ -202,20 +260,17 @@ impl Connection {
             );
         }
         if received.elapsed() > self.shared.config.request_deadline {
-            let msg = "the request waited past the server's deadline";
-            return self.error(
-                h.request_id,
-                h.opcode,
-                Some(op),
-                fail(ErrorCode::DeadlineExceeded, msg),
-            );
+            return self.error(h.request_id, h.opcode, Some(op), deadline_exceeded());
         }
         let result = match request {
             Request::ImportBegin(begin) => self.import_begin(h.request_id, &begin),
             Request::ImportRows(rows) => self.import_rows(h.request_id, rows).await,
             Request::ImportCommit { session: id } => self.import_commit(h.request_id, id).await,
             Request::ImportAbort { session: id } => self.import_abort(h.request_id, id),
-            request => self.execute(op, &session, h.request_id, request).await,
+            request => {
+                self.execute(op, &session, h.request_id, request, received)
+                    .await
+            }
         };
         self.shared.metrics.request(op, received.elapsed());
         match result {
@@ -232,13 +287,20 @@ impl Connection {
         session: &Session,
         request_id: u64,
         request: Request,
+        received: Instant,
     ) -> Result<(), Failure> {
         let start = self.out.len();
         let result = if waits_for_disk(op) {
             let shared = self.shared.clone();
             let session = session.clone();
-            let mut out = std::mem::take(&mut self.out);
+            // The reply is built apart and appended, so a panic in the
+            // blocking pool loses no reply already queued.
             let joined = tokio::task::spawn_blocking(move || {
+                // Time spent queued for the blocking pool counts.
+                if received.elapsed() > shared.config.request_deadline {
+                    return (Err(deadline_exceeded()), Vec::new());
+                }
+                let mut out = Vec::new();
                 let r = shared
                     .service
                     .execute(&session, request_id, request, &mut out);
@@ -247,7 +309,7 @@ impl Connection {
             .await;
             match joined {
                 Ok((r, out)) => {
-                    self.out = out;
+                    self.out.extend_from_slice(&out);
                     r
                 }
                 Err(e) => Err(fail(
@@ -382,20 +444,28 @@ impl Connection {
     }
 
     /// Writes queued replies unless more requests are already buffered
-    /// (the client is pipelining), the batch is under [`WRITE_BATCH_BYTES`]
-    /// and the connection stays open.
-    async fn flush_if_idle(
+    /// (`more_waiting`: the client is pipelining) and the batch is under
+    /// [`WRITE_BATCH_BYTES`]. A client that does not read for `timeout`
+    /// loses its connection: it cannot pin a task and its buffer forever.
+    async fn flush_unless_pipelining(
         &mut self,
         writer: &mut tokio::net::tcp::OwnedWriteHalf,
-        reader: &BufReader<tokio::net::tcp::OwnedReadHalf>,
-        next: &Next,
+        more_waiting: bool,
+        timeout: Duration,
     ) -> std::io::Result<()> {
-        let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
         if self.out.is_empty() || (more_waiting && self.out.len() < WRITE_BATCH_BYTES) {
             return Ok(());
         }
         self.shared.metrics.bytes_out(self.out.len());
-        writer.write_all(&self.out).await?;
+        match tokio::time::timeout(timeout, writer.write_all(&self.out)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client stopped reading its replies",
+                ))
+            }
+        }
         self.out.clear();
         if self.out.capacity() > 4 * WRITE_BATCH_BYTES {
             // One large reply must not pin its buffer for the connection's life.
@@ -403,6 +473,13 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+fn deadline_exceeded() -> Failure {
+    fail(
+        ErrorCode::DeadlineExceeded,
+        "the request waited past the server's deadline",
+    )
 }
 
 /// True for operations that wait for fsync (or a registry file write).

@@ -39,6 +39,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Pause after a failed `accept` before the next.
+const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// Subdirectory of the data directory holding the registry.
 pub const REGISTRY_DIR: &str = "registry";
 /// Subdirectory of the data directory holding the engine's files.
@@ -164,7 +166,8 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
         ..defaults
     };
     let engine = Engine::open(config.data_dir.join(ENGINE_DIR), options)?;
-    let service = Service::new(engine, registry).map_err(|e| ServeError::Other(e.message))?;
+    let service = Service::new(engine, registry, config.max_frame_bytes)
+        .map_err(|e| ServeError::Other(e.message))?;
     Ok(Shared {
         auth: Auth::new(&config.tokens),
         metrics: Metrics::new().map_err(|e| ServeError::Other(format!("metrics: {e}")))?,
@@ -207,8 +210,14 @@ async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
             a = listener.accept() => a,
             _ = &mut signal => break,
         };
-        let Ok((mut stream, _peer)) = accepted else {
-            continue;
+        let (mut stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, say: retrying at once would spin.
+                shared.log.warn(format_args!("accept failed: {e}"));
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                continue;
+            }
         };
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {

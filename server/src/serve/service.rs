@@ -87,6 +87,13 @@ fn reply_columns(
     } else {
         features.iter().map(String::as_str).collect()
     };
+    // Each feature at most once: with repeats, a small request could ask
+    // for an unbounded reply.
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    if let Some(dup) = names.iter().find(|n| !seen.insert(**n)) {
+        let msg = format!("group `{group}`: feature `{dup}` is asked for twice");
+        return Err(fail(ErrorCode::Validation, msg));
+    }
     let projection = schema
         .projection(&names)
         .map_err(|e| unknown(e.to_string()))?;
@@ -111,17 +118,28 @@ fn reply_columns(
 /// The engine and registry, shared by every connection.
 pub struct Service {
     engine: Engine,
+    /// Largest reply frame; building one stops as soon as it is passed.
+    max_reply_bytes: usize,
     registry: RegistryStore,
     schemas: RwLock<Arc<Schemas>>,
+    /// Serializes schema refreshes, so two applies finishing together
+    /// cannot store an older registry's schemas after a newer one's.
+    refreshing: parking_lot::Mutex<()>,
     projections: RwLock<Projections>,
 }
 
 impl Service {
     /// Serves `engine` with `registry`, configuring every group's table.
-    pub fn new(engine: Engine, registry: RegistryStore) -> Result<Service, Failure> {
+    pub fn new(
+        engine: Engine,
+        registry: RegistryStore,
+        max_reply_bytes: usize,
+    ) -> Result<Service, Failure> {
         let service = Service {
+            max_reply_bytes,
             engine,
             registry,
+            refreshing: parking_lot::Mutex::new(()),
             schemas: RwLock::new(Arc::new(Schemas {
                 version: 0,
                 groups: HashMap::new(),
@@ -130,6 +148,11 @@ impl Service {
         };
         service.refresh_schemas(true)?;
         Ok(service)
+    }
+
+    /// Largest reply frame, header included.
+    pub fn max_reply_bytes(&self) -> usize {
+        self.max_reply_bytes
     }
 
     /// The engine.
@@ -146,9 +169,10 @@ impl Service {
     /// engine tables of every group whose schema version changed (all of
     /// them when `all`).
     fn refresh_schemas(&self, all: bool) -> Result<(), Failure> {
+        let _one_at_a_time = self.refreshing.lock();
         let registry = self.registry.registry();
         let old = self.schemas.read().clone();
-        if !all && old.version == registry.version() {
+        if !all && old.version >= registry.version() {
             return Ok(());
         }
         let mut groups = HashMap::new();
@@ -201,21 +225,27 @@ impl Service {
         }
         let columns = Arc::new(reply_columns(&schema, group, features)?);
         let mut cache = self.projections.write();
-        if cache.version != version {
+        // A request that began before an apply must not replace the newer
+        // version's cache with its own.
+        if cache.version > version {
+            return Ok((schema, columns));
+        }
+        // A full cache starts over: feature lists that clients really use
+        // come back at once, and memory stays bounded (every entry holds at
+        // most a group's features).
+        if cache.version < version || cache.count >= MAX_CACHED_PROJECTIONS {
             *cache = Projections {
                 version,
                 ..Projections::default()
             };
         }
-        if cache.count < MAX_CACHED_PROJECTIONS {
-            cache.count += 1;
-            let entry = (features.to_vec(), columns.clone());
-            cache
-                .by_group
-                .entry(group.to_string())
-                .or_default()
-                .push(entry);
-        }
+        cache.count += 1;
+        let entry = (features.to_vec(), columns.clone());
+        cache
+            .by_group
+            .entry(group.to_string())
+            .or_default()
+            .push(entry);
         Ok((schema, columns))
     }
 
@@ -346,10 +376,19 @@ impl Service {
                 StoreError::Apply(a) => fail(ErrorCode::StaleRegistry, a.to_string()),
                 other => fail(ErrorCode::Internal, other.to_string()),
             })?;
-        self.refresh_schemas(false)?;
+        // The apply is committed whatever follows: say so, and say loudly if
+        // serving could not pick it up.
+        let mut plan = applied.plan.to_string();
+        if let Err(e) = self.refresh_schemas(false) {
+            tracing::error!(error = %e.message, "an applied registry change could not be loaded for serving");
+            plan.push_str(&format!(
+                "\nwarning: applied, but the server could not load it for serving: {}",
+                e.message
+            ));
+        }
         Ok(Reply::RegistryApply {
             version: applied.registry.version(),
-            plan: applied.plan.to_string(),
+            plan,
         })
     }
 

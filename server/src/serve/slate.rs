@@ -17,7 +17,8 @@ use crate::row::{RawValue, RowSchema};
 use std::sync::Arc;
 use tessera_protocol::{
     begin_reply_frame, finish_frame, tag, ColumnError, ColumnWriter, ErrorCode, HistoryRequest,
-    Opcode, PartWriter, SlateReplyWriter, SlateRequest, Value, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
+    Opcode, PartWriter, SlateReplyWriter, SlateRequest, Value, HEADER_LEN, MAX_HISTORY_VERSIONS,
+    MAX_SLATE_CELLS, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
 };
 use tessera_storage::{AsOfQuery, Row, TableKey, Timestamp};
 
@@ -80,6 +81,16 @@ pub fn get_slate(
             })?;
             key_ends.push(key_bytes.len());
         }
+        let cells = part.keys.len().saturating_mul(reply.columns.len());
+        if cells > MAX_SLATE_CELLS {
+            let msg = format!(
+                "group `{}`: {} keys × {} features is {cells} values; a part holds at most {MAX_SLATE_CELLS}",
+                part.group,
+                part.keys.len(),
+                reply.columns.len()
+            );
+            return Err(fail(ErrorCode::LimitExceeded, msg));
+        }
         plans.push(PartPlan {
             schema,
             reply,
@@ -99,7 +110,7 @@ pub fn get_slate(
             .collect();
         let mut part = writer.part(&found, &event_ts, plan.reply.columns.len() as u16);
         let values = part_rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
-        write_columns(&mut part, plan, values)?;
+        write_columns(&mut part, plan, values, service.max_reply_bytes())?;
     }
     finish_frame(out, frame);
     Ok(())
@@ -159,6 +170,7 @@ fn write_columns<'r>(
     part: &mut PartWriter<'_>,
     plan: &PartPlan,
     rows: impl Iterator<Item = Option<&'r [u8]>>,
+    max_reply_bytes: usize,
 ) -> Result<(), Failure> {
     let columns = plan.reply.columns.len();
     // Each row is read once; its values are kept by reference, row-major.
@@ -189,6 +201,11 @@ fn write_columns<'r>(
             push_cell(&mut column, *cell).map_err(column_failure)?;
         }
         column.finish().map_err(column_failure)?;
+        // Stop as soon as the reply cannot fit, not after building it all.
+        if part.body_len() + HEADER_LEN > max_reply_bytes {
+            let msg = format!("the reply would be over the frame limit of {max_reply_bytes} bytes; ask for fewer keys or features");
+            return Err(fail(ErrorCode::LimitExceeded, msg));
+        }
     }
     Ok(())
 }
@@ -207,6 +224,13 @@ fn push_cell(column: &mut ColumnWriter<'_>, cell: RawValue<'_>) -> Result<(), Co
     match cell {
         RawValue::Null => column.push_null(),
         RawValue::Fixed(_, bytes) => column.push_fixed_le(bytes),
+        RawValue::Var(FeatureType::String, bytes) if std::str::from_utf8(bytes).is_err() => {
+            Err(ColumnError {
+                column: String::new(),
+                tag: tag::STRING,
+                reason: "a stored string is not UTF-8".into(),
+            })
+        }
         RawValue::Var(FeatureType::String | FeatureType::Bytes, bytes) => column.push_var(bytes),
         RawValue::Var(..) => column.push(&cell.to_value().unwrap_or(Value::Null)),
     }
@@ -227,6 +251,14 @@ pub fn history(
         .engine()
         .history(schema.group().table_id, &key, req.from, req.to)
         .map_err(storage_failure)?;
+    if versions.len() > MAX_HISTORY_VERSIONS {
+        let msg = format!(
+            "group `{}`: {} versions in the range; a reply holds at most {MAX_HISTORY_VERSIONS}, narrow the range",
+            req.group,
+            versions.len()
+        );
+        return Err(fail(ErrorCode::LimitExceeded, msg));
+    }
     let found: Vec<bool> = versions.iter().map(|v| !v.is_tombstone()).collect();
     let event_ts: Vec<i64> = versions.iter().map(|v| v.event_ts).collect();
     let ingest_ts: Vec<i64> = versions.iter().map(|v| v.ingest_ts).collect();
@@ -245,11 +277,8 @@ pub fn history(
         &seq,
         plan.reply.columns.len() as u16,
     );
-    write_columns(
-        &mut part,
-        &plan,
-        versions.iter().map(|v| v.value.as_deref()),
-    )?;
+    let values = versions.iter().map(|v| v.value.as_deref());
+    write_columns(&mut part, &plan, values, service.max_reply_bytes())?;
     finish_frame(out, frame);
     Ok(())
 }
