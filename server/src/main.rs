@@ -3,6 +3,7 @@
 //! - `tessera serve`: the network server on a data directory;
 //! - `tessera plan | apply | registry history`: the feature registry;
 //! - `tessera put | delete | get | history | stats`: data, over the protocol;
+//! - `tessera import`: Parquet files into a group, as one import session;
 //! - `tessera demo`: an engine walk-through on a local directory;
 //! - `tessera check`: recover and verify an engine directory.
 
@@ -95,6 +96,13 @@ enum Command {
     Stats {
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Bulk-import Parquet files into a feature group, all or nothing.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::ImportArgs,
     },
     /// Load a small sample into a local engine directory and show its reads.
     Demo {
@@ -212,6 +220,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::Get { client, args } => cli::get(&client, &args),
         Command::History { client, args } => cli::history(&client, &args),
         Command::Stats { client } => cli::stats(&client),
+        Command::Import { client, args } => cli::import(&client, &args),
         Command::Demo { data_dir } => demo::run(&data_dir).map_err(|e| e.to_string()),
         Command::Check { data_dir } => demo::check(&data_dir).map_err(|e| e.to_string()),
     }

@@ -1,16 +1,20 @@
 //! The client commands of the `tessera` binary: `plan`, `apply`,
-//! `registry history`, `put`, `delete`, `get`, `history` and `stats`.
+//! `registry history`, `put`, `delete`, `get`, `history`, `stats` and
+//! `import`.
 //!
 //! Each talks to a running server over the protocol, with `--addr` and
 //! `--token` (or `TESSERA_TOKEN`). Errors are one line on stderr and a
 //! non-zero exit status (see `main.rs`).
 
+mod arrow_rows;
 mod get;
+mod import;
 mod registry;
 mod rows;
 mod values;
 
 pub use get::{get, history, stats, GetArgs, HistoryArgs};
+pub use import::{import, ImportArgs};
 pub use registry::{apply, plan, registry_history};
 pub use rows::{delete, put};
 

@@ -1,0 +1,170 @@
+//! Arrow columns (from Parquet) to typed [`Value`]s, per the registry's
+//! types.
+//!
+//! Each column is first cast with Arrow's checked cast to one canonical
+//! Arrow type per registry type (`int64` → `Int64`, `embedding(d)` →
+//! `List<Float32>`, timestamps → microseconds...), so every input width,
+//! time unit and time zone, every list flavour and dictionary encoding is
+//! handled by Arrow, and a value that does not fit (an overflowing integer)
+//! is an error, never a silent null. Values are then read from the
+//! canonical arrays.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use arrow_array::{Array, ArrayRef};
+use arrow_cast::cast::{cast_with_options, CastOptions};
+use arrow_schema::{DataType, Field, TimeUnit};
+use std::sync::Arc;
+use tessera_protocol::Value;
+use tessera_server::registry::{ElementType, FeatureType, KeyType};
+
+/// What a column becomes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// A key column.
+    Key(KeyType),
+    /// The event time column.
+    EventTs,
+    /// A feature.
+    Feature(FeatureType),
+}
+
+/// One column of a record batch, cast to its canonical type.
+pub struct Column {
+    target: Target,
+    array: ArrayRef,
+}
+
+fn list_of(element: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(element, true)))
+}
+
+/// The canonical Arrow type for `target`, given the input's type (time
+/// zones are kept: the values are UTC either way).
+fn canonical(target: Target, input: &DataType) -> Result<DataType, String> {
+    Ok(match target {
+        Target::Key(KeyType::Int64) => DataType::Int64,
+        Target::Key(KeyType::String) => DataType::Utf8,
+        Target::EventTs | Target::Feature(FeatureType::Timestamp) => timestamp_type(input)?,
+        Target::Feature(ty) => match ty {
+            FeatureType::Bool => DataType::Boolean,
+            FeatureType::Int32 => DataType::Int32,
+            FeatureType::Int64 => DataType::Int64,
+            FeatureType::Float32 => DataType::Float32,
+            FeatureType::Float64 => DataType::Float64,
+            FeatureType::String => DataType::Utf8,
+            FeatureType::Bytes => DataType::Binary,
+            FeatureType::Timestamp => timestamp_type(input)?,
+            FeatureType::Embedding(_) | FeatureType::List(ElementType::Float32) => {
+                list_of(DataType::Float32)
+            }
+            FeatureType::List(ElementType::Int64) => list_of(DataType::Int64),
+            FeatureType::List(ElementType::String) => list_of(DataType::Utf8),
+        },
+    })
+}
+
+/// Microsecond timestamps, keeping the input's zone; integers are taken
+/// as microseconds already, dates as midnight UTC.
+fn timestamp_type(input: &DataType) -> Result<DataType, String> {
+    let value_type = match input {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    };
+    match value_type {
+        DataType::Timestamp(_, tz) => Ok(DataType::Timestamp(TimeUnit::Microsecond, tz.clone())),
+        DataType::Date32 | DataType::Date64 => Ok(DataType::Timestamp(TimeUnit::Microsecond, None)),
+        t if t.is_integer() => Ok(DataType::Int64),
+        other => Err(format!("{other} is not a timestamp type")),
+    }
+}
+
+impl Column {
+    /// Casts `array` for `target`.
+    pub fn new(target: Target, array: &ArrayRef) -> Result<Column, String> {
+        let to = canonical(target, array.data_type())?;
+        let options = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        let array = cast_with_options(array, &to, &options).map_err(|e| {
+            format!(
+                "cannot read {} as {}: {e}",
+                array.data_type(),
+                describe(target)
+            )
+        })?;
+        Ok(Column { target, array })
+    }
+
+    /// Row `i`'s value; an error for what no registry value can hold (a
+    /// null inside a list).
+    pub fn value(&self, i: usize) -> Result<Value, String> {
+        let a = &self.array;
+        if a.is_null(i) {
+            return Ok(Value::Null);
+        }
+        Ok(match a.data_type() {
+            DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
+            DataType::Int32 => Value::Int32(a.as_primitive::<Int32Type>().value(i)),
+            DataType::Int64 => {
+                let v = a.as_primitive::<Int64Type>().value(i);
+                match self.target {
+                    Target::EventTs => Value::Timestamp(v),
+                    Target::Feature(FeatureType::Timestamp) => Value::Timestamp(v),
+                    _ => Value::Int64(v),
+                }
+            }
+            DataType::Float32 => Value::Float32(a.as_primitive::<Float32Type>().value(i)),
+            DataType::Float64 => Value::Float64(a.as_primitive::<Float64Type>().value(i)),
+            DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_owned()),
+            DataType::Binary => Value::Bytes(a.as_binary::<i32>().value(i).to_vec()),
+            DataType::Timestamp(..) => {
+                Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+            }
+            DataType::List(_) => self.list_value(i)?,
+            other => return Err(format!("unexpected column type {other}")),
+        })
+    }
+
+    fn list_value(&self, i: usize) -> Result<Value, String> {
+        let items = self.array.as_list::<i32>().value(i);
+        if items.null_count() > 0 {
+            return Err("a list holds a null element".into());
+        }
+        Ok(match self.target {
+            Target::Feature(FeatureType::Embedding(_)) => {
+                Value::Embedding(items.as_primitive::<Float32Type>().values().to_vec())
+            }
+            Target::Feature(FeatureType::List(ElementType::Float32)) => {
+                Value::ListFloat32(items.as_primitive::<Float32Type>().values().to_vec())
+            }
+            Target::Feature(FeatureType::List(ElementType::Int64)) => {
+                Value::ListInt64(items.as_primitive::<Int64Type>().values().to_vec())
+            }
+            Target::Feature(FeatureType::List(ElementType::String)) => {
+                let s = items.as_string::<i32>();
+                Value::ListString((0..s.len()).map(|j| s.value(j).to_owned()).collect())
+            }
+            _ => return Err("a list where none is expected".into()),
+        })
+    }
+
+    /// Row `i` as an event time; `None` if null.
+    pub fn event_ts(&self, i: usize) -> Option<i64> {
+        match self.value(i) {
+            Ok(Value::Timestamp(t) | Value::Int64(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn describe(target: Target) -> String {
+    match target {
+        Target::Key(k) => format!("a {k} key"),
+        Target::EventTs => "an event time".into(),
+        Target::Feature(ty) => ty.to_string(),
+    }
+}

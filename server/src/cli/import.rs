@@ -1,0 +1,358 @@
+//! `tessera import`: Parquet files into a feature group, as one import
+//! session (all or nothing) over the protocol.
+//!
+//! Columns map to the group by name: the entity's key columns, the event
+//! time column (`event_ts` unless `--timestamp-column` says otherwise) and
+//! any of the group's active features; other columns are ignored (and
+//! named). Every file must carry the first file's features. Rows go out in
+//! batches numbered by file row, so the server's messages name the file,
+//! the row and the column. With `--reject-file`, invalid rows are written
+//! to a Parquet dead-letter file (`source_file`, `source_row`, `reason`)
+//! and the rest commits; without it the first invalid row fails the import
+//! and nothing is committed.
+
+use super::arrow_rows::{Column, Target};
+use super::rows::RegistryView;
+use super::{connect, CliError, ClientArgs};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use indicatif::{ProgressBar, ProgressStyle};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_protocol::{ImportBegin, ImportRows, PutRow, Rejection};
+use tessera_server::registry::{FeatureGroup, Status};
+
+/// Rows per `IMPORT_ROWS`.
+const BATCH_ROWS: usize = 16_384;
+/// Rows per Parquet record batch read.
+const READ_BATCH_ROWS: usize = 16_384;
+
+/// Arguments of `tessera import`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The feature group.
+    #[arg(long)]
+    pub group: String,
+    /// The column holding each row's event time.
+    #[arg(long, default_value = "event_ts")]
+    pub timestamp_column: String,
+    /// Rows per second to send at most (default: the server's limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_rows_per_s: u32,
+    /// Write invalid rows here (Parquet) and import the rest.
+    #[arg(long)]
+    pub reject_file: Option<PathBuf>,
+    /// Parquet files, or directories of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// How the files' columns map to the group.
+struct Mapping {
+    /// `(file column, target)` in the order values are sent.
+    columns: Vec<(String, Target)>,
+    /// The names the session is opened with.
+    names: Vec<String>,
+}
+
+/// Runs an import.
+pub fn import(client: &ClientArgs, args: &ImportArgs) -> Result<(), CliError> {
+    let files = parquet_files(&args.inputs)?;
+    let mut c = connect(client)?;
+    let registry = RegistryView::fetch(&mut c)?;
+    let (group, entity) = registry.group(&args.group)?;
+    let total: u64 = files
+        .iter()
+        .map(|f| file_rows(f))
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .sum();
+    let mapping = mapping(&files[0], group, entity, &args.timestamp_column)?;
+    let begun = c
+        .import_begin(&ImportBegin {
+            group: args.group.clone(),
+            columns: mapping.names.clone(),
+            reject_invalid: args.reject_file.is_some(),
+            max_rows_per_s: args.max_rows_per_s,
+        })
+        .map_err(|e| e.to_string())?;
+    let bar = progress(total);
+    let started = Instant::now();
+    let mut rejects = Vec::new();
+    let mut sent = 0u64;
+    for file in &files {
+        let mut send = |rows: Vec<PutRow>, first_row: u64| -> Result<(), CliError> {
+            let n = rows.len() as u64;
+            let reply = c
+                .import_rows(&ImportRows {
+                    session: begun.session,
+                    first_row,
+                    rows,
+                })
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            rejects.extend(reply.rejected.into_iter().map(|r| (file.clone(), r)));
+            sent += n;
+            bar.set_position(sent);
+            Ok(())
+        };
+        let mut unreadable = Vec::new();
+        read_file(
+            file,
+            &mapping,
+            args.reject_file.is_some(),
+            &mut send,
+            &mut unreadable,
+        )?;
+        rejects.extend(unreadable);
+    }
+    let committed = c.import_commit(begun.session).map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {} rows into `{}` from {} file(s) in {secs:.1} s ({:.0} rows/s); {} rejected",
+        committed.rows,
+        args.group,
+        files.len(),
+        committed.rows as f64 / secs.max(1e-9),
+        rejects.len()
+    );
+    if let Some(path) = &args.reject_file {
+        write_rejects(path, &rejects)?;
+        if !rejects.is_empty() {
+            println!("rejected rows written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The Parquet files named, directories walked (skipping hidden and `_`
+/// files such as `_SUCCESS`), in name order.
+fn parquet_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| format!("{}: {e}", input.display()))?;
+        if meta.is_dir() {
+            walk(input, &mut files)?;
+        } else {
+            files.push(input.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err("no Parquet files found in the inputs".into());
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let read = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if name.ends_with(".parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn open(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, CliError> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.display()))
+}
+
+fn file_rows(file: &Path) -> Result<u64, CliError> {
+    Ok(u64::try_from(open(file)?.metadata().file_metadata().num_rows()).unwrap_or(0))
+}
+
+/// Maps the first file's columns to the group.
+fn mapping(
+    file: &Path,
+    group: &FeatureGroup,
+    entity: &tessera_server::registry::Entity,
+    ts_column: &str,
+) -> Result<Mapping, CliError> {
+    let builder = open(file)?;
+    let schema = builder.schema();
+    let has = |name: &str| schema.field_with_name(name).is_ok();
+    let mut columns = Vec::new();
+    for k in &entity.keys {
+        if !has(&k.name) {
+            return Err(format!(
+                "{}: no column `{}`, a key column of `{}`",
+                file.display(),
+                k.name,
+                entity.name
+            ));
+        }
+        columns.push((k.name.clone(), Target::Key(k.ty)));
+    }
+    if !has(ts_column) {
+        return Err(format!(
+            "{}: no event time column `{ts_column}` (see --timestamp-column)",
+            file.display()
+        ));
+    }
+    let mut ignored = Vec::new();
+    for field in schema.fields() {
+        let name = field.name();
+        if name == ts_column || entity.keys.iter().any(|k| &k.name == name) {
+            continue;
+        }
+        match group
+            .features
+            .iter()
+            .find(|f| &f.name == name && f.status == Status::Active)
+        {
+            Some(f) => columns.push((name.clone(), Target::Feature(f.ty))),
+            None => ignored.push(name.clone()),
+        }
+    }
+    if !ignored.is_empty() {
+        eprintln!(
+            "ignoring columns that are not active features of `{}`: {}",
+            group.name,
+            ignored.join(", ")
+        );
+    }
+    let names = columns.iter().map(|(n, _)| n.clone()).collect();
+    columns.push((ts_column.to_string(), Target::EventTs));
+    Ok(Mapping { columns, names })
+}
+
+/// Reads one file's rows and hands them to `send` in batches, numbered
+/// from 0 in the file. A row whose values cannot be read at all (a null
+/// event time, a null inside a list) fails the import, or with rejection
+/// goes to `rejects`.
+fn read_file(
+    file: &Path,
+    mapping: &Mapping,
+    rejecting: bool,
+    send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), CliError>,
+    rejects: &mut Vec<(PathBuf, Rejection)>,
+) -> Result<(), CliError> {
+    let reader = open(file)?
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (mut batch, mut batch_first, mut row_no) = (Vec::with_capacity(BATCH_ROWS), 0u64, 0u64);
+    let value_columns = mapping.columns.len() - 1;
+    for record in reader {
+        let record = record
+            .map_err(|e| format!("{}: the file is damaged or truncated: {e}", file.display()))?;
+        let columns = cast_columns(file, &record, mapping)?;
+        let (values, ts) = columns.split_at(value_columns);
+        for i in 0..record.num_rows() {
+            match read_row(values, &ts[0], i) {
+                Ok(row) => batch.push(row),
+                Err(reason) if !rejecting => {
+                    return Err(format!("{}: row {row_no}: {reason}", file.display()));
+                }
+                Err(reason) => rejects.push((
+                    file.to_path_buf(),
+                    Rejection {
+                        row: row_no,
+                        reason,
+                    },
+                )),
+            }
+            row_no += 1;
+            if batch.len() == BATCH_ROWS {
+                send(
+                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)),
+                    batch_first,
+                )?;
+                batch_first = row_no;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        send(batch, batch_first)?;
+    }
+    Ok(())
+}
+
+fn cast_columns(
+    file: &Path,
+    record: &RecordBatch,
+    mapping: &Mapping,
+) -> Result<Vec<Column>, CliError> {
+    mapping
+        .columns
+        .iter()
+        .map(|(name, target)| {
+            let array = record.column_by_name(name).ok_or_else(|| {
+                format!(
+                    "{}: no column `{name}` (every file must carry the first file's columns)",
+                    file.display()
+                )
+            })?;
+            Column::new(*target, array)
+                .map_err(|e| format!("{}: column `{name}`: {e}", file.display()))
+        })
+        .collect()
+}
+
+fn read_row(values: &[Column], ts: &Column, i: usize) -> Result<PutRow, String> {
+    let event_ts = ts.event_ts(i).ok_or("the event time is null")?;
+    let values = values
+        .iter()
+        .map(|c| c.value(i))
+        .collect::<Result<_, _>>()?;
+    Ok(PutRow { event_ts, values })
+}
+
+fn progress(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// Writes the dead-letter file: source file, row, reason.
+fn write_rejects(path: &Path, rejects: &[(PathBuf, Rejection)]) -> Result<(), CliError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("source_row", DataType::UInt64, false),
+        Field::new("reason", DataType::Utf8, false),
+    ]));
+    let files: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rejects.iter().map(|(f, _)| f.display().to_string()),
+    ));
+    let rows: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+        rejects.iter().map(|(_, r)| r.row),
+    ));
+    let reasons: ArrayRef = Arc::new(StringArray::from_iter_values(
+        rejects.iter().map(|(_, r)| r.reason.clone()),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), vec![files, rows, reasons])
+        .map_err(|e| e.to_string())?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let out = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(out, schema, Some(props))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writer
+        .write(&batch)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writer
+        .close()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
