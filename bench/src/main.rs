@@ -6,12 +6,14 @@
 //! - `load`: writes the news-feed dataset into a running server;
 //! - `slate`: the standard slate against a running server, closed- or
 //!   open-loop, with latency percentiles and server and client CPU;
-//! - `ping`: the per-request floor (protocol `PING`s, or a bare echo).
+//! - `ping`: the per-request floor (protocol `PING`s, or a bare echo);
+//! - `offline`: Parquet import throughput, and slates during an import.
 
 mod dataset;
 mod engine_bench;
 mod floor_bench;
 mod net_bench;
+mod offline_bench;
 mod redis_peer;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +41,8 @@ enum Command {
     Slate(net_bench::SlateArgs),
     /// Round trips that do no work: the floor under the slate figures.
     Ping(floor_bench::PingArgs),
+    /// Offline figures: Parquet import throughput, slates during an import.
+    Offline(offline_bench::OfflineArgs),
 }
 
 fn main() {
@@ -51,6 +55,9 @@ fn main() {
         }
         Command::Ping(args) => {
             floor_bench::ping(&args).map_err(|e| e as Box<dyn std::error::Error>)
+        }
+        Command::Offline(args) => {
+            offline_bench::offline(&args).map_err(|e| e as Box<dyn std::error::Error>)
         }
     };
     if let Err(e) = result {

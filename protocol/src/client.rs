@@ -128,6 +128,8 @@ pub struct Client {
     hello: HelloReply,
     next_id: u64,
     out: Vec<u8>,
+    /// Ids of `IMPORT_ROWS` sent and not yet answered, oldest first.
+    unanswered_imports: std::collections::VecDeque<u64>,
 }
 
 impl Client {
@@ -152,6 +154,7 @@ impl Client {
             options,
             next_id,
             out: Vec::with_capacity(4096),
+            unanswered_imports: std::collections::VecDeque::new(),
         })
     }
 
@@ -302,6 +305,55 @@ impl Client {
         })? {
             Reply::ImportRows(r) => Ok(r),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `IMPORT_ROWS` without waiting for its reply, so the next batch
+    /// can be prepared while the server takes this one; collect the replies,
+    /// in order, with [`Client::receive_import_rows`]. Import replies are
+    /// small, so a few batches in flight cannot back up the connection.
+    pub fn send_import_rows(&mut self, rows: &ImportRows) -> Result<(), ClientError> {
+        let id = self.take_id();
+        self.out.clear();
+        let frame = begin_frame(id, Opcode::ImportRows as u8, 0, &mut self.out);
+        message::encode_import_rows(rows, &mut self.out)?;
+        finish_frame(&mut self.out, frame);
+        self.check_frame_size(self.out.len())?;
+        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
+        if let Err(e) = conn.writer.write_all(&self.out) {
+            self.conn = None;
+            return Err(e.into());
+        }
+        self.unanswered_imports.push_back(id);
+        Ok(())
+    }
+
+    /// The reply to the oldest `IMPORT_ROWS` sent with
+    /// [`Client::send_import_rows`].
+    pub fn receive_import_rows(&mut self) -> Result<ImportRowsReply, ClientError> {
+        let id = self
+            .unanswered_imports
+            .pop_front()
+            .ok_or_else(|| ClientError::Protocol("no IMPORT_ROWS is waiting for a reply".into()))?;
+        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
+        let received = conn.read_frame().and_then(|(header, body)| {
+            if header.request_id != id {
+                return Err(ClientError::Protocol(format!(
+                    "reply id {} to request {id}",
+                    header.request_id
+                )));
+            }
+            decode_reply(Opcode::ImportRows, &header, body)
+        });
+        match received {
+            Ok(Reply::ImportRows(r)) => Ok(r),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => {
+                if !matches!(&e, ClientError::Server(b) if !b.code.closes_connection()) {
+                    self.conn = None;
+                }
+                Err(e)
+            }
         }
     }
 
@@ -480,6 +532,8 @@ impl Client {
         let conn = Connection::open(&self.addrs, &self.options, &mut self.next_id)?;
         self.hello = conn.hello.clone();
         self.conn = Some(conn);
+        // Replies owed on the old connection will never come.
+        self.unanswered_imports.clear();
         Ok(())
     }
 
@@ -529,6 +583,11 @@ impl Client {
         op: Opcode,
         encode: &impl Fn(&mut Vec<u8>) -> Result<(), EncodeError>,
     ) -> Result<Reply, ClientError> {
+        if !self.unanswered_imports.is_empty() {
+            return Err(ClientError::Protocol(
+                "replies to IMPORT_ROWS are still owed: receive them first".into(),
+            ));
+        }
         self.ensure_connected()?;
         let id = self.take_id();
         self.out.clear();

@@ -29,6 +29,8 @@ use tessera_server::registry::{FeatureGroup, Status};
 
 /// Rows per `IMPORT_ROWS`.
 const BATCH_ROWS: usize = 16_384;
+/// `IMPORT_ROWS` sent ahead of their replies.
+const IMPORT_BATCHES_IN_FLIGHT: usize = 1;
 /// Rows per Parquet record batch read.
 const READ_BATCH_ROWS: usize = 16_384;
 
@@ -85,22 +87,42 @@ pub fn import(client: &ClientArgs, args: &ImportArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let mut rejects = Vec::new();
     let mut sent = 0u64;
+    // Batches sent and not yet answered, with their file: one in flight
+    // while the next is read from Parquet, so client and server overlap.
+    let mut in_flight: std::collections::VecDeque<(PathBuf, u64)> =
+        std::collections::VecDeque::new();
+    let mut receive = |c: &mut tessera_protocol::Client,
+                       in_flight: &mut std::collections::VecDeque<(PathBuf, u64)>,
+                       rejects: &mut Vec<(PathBuf, Rejection)>|
+     -> Result<(), CliError> {
+        let Some((file, n)) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        let reply = c
+            .receive_import_rows()
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        rejects.extend(reply.rejected.into_iter().map(|r| (file.clone(), r)));
+        sent += n;
+        bar.set_position(sent);
+        Ok(())
+    };
     for file in &files {
+        let mut unreadable = Vec::new();
         let mut send = |rows: Vec<PutRow>, first_row: u64| -> Result<(), CliError> {
             let n = rows.len() as u64;
-            let reply = c
-                .import_rows(&ImportRows {
-                    session: begun.session,
-                    first_row,
-                    rows,
-                })
+            let batch = ImportRows {
+                session: begun.session,
+                first_row,
+                rows,
+            };
+            c.send_import_rows(&batch)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
-            rejects.extend(reply.rejected.into_iter().map(|r| (file.clone(), r)));
-            sent += n;
-            bar.set_position(sent);
+            in_flight.push_back((file.clone(), n));
+            if in_flight.len() > IMPORT_BATCHES_IN_FLIGHT {
+                receive(&mut c, &mut in_flight, &mut rejects)?;
+            }
             Ok(())
         };
-        let mut unreadable = Vec::new();
         read_file(
             file,
             &mapping,
@@ -109,6 +131,9 @@ pub fn import(client: &ClientArgs, args: &ImportArgs) -> Result<(), CliError> {
             &mut unreadable,
         )?;
         rejects.extend(unreadable);
+    }
+    while !in_flight.is_empty() {
+        receive(&mut c, &mut in_flight, &mut rejects)?;
     }
     let committed = c.import_commit(begun.session).map_err(|e| e.to_string())?;
     bar.finish_and_clear();

@@ -33,6 +33,8 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Replies are written once this many bytes are queued, even while more
 /// pipelined requests wait.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Largest request body buffer a connection keeps between requests.
+const KEPT_BODY_BYTES: usize = 4 << 20;
 /// Largest frame accepted before `HELLO`: room for any token and client
 /// name, so an unauthenticated client cannot make the server allocate much.
 const MAX_UNAUTHENTICATED_FRAME_BYTES: usize = 64 << 10;
@@ -65,6 +67,7 @@ pub(super) async fn serve(
         session: None,
         out: Vec::with_capacity(WRITE_BATCH_BYTES),
         imports: Imports::default(),
+        body: Vec::new(),
     };
     let idle = conn.shared.config.idle_timeout;
     let mut stopping = false;
@@ -88,7 +91,11 @@ pub(super) async fn serve(
             Ok(Err(_)) | Err(_) => break,
         }
         let next = match conn.read_frame(&header, &mut reader, idle).await {
-            Ok((h, body)) => conn.handle(h, body, Instant::now()).await,
+            Ok((h, body)) => {
+                let next = conn.handle(h, &body, Instant::now()).await;
+                conn.recycle(body);
+                next
+            }
             Err(next) => next,
         };
         let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
@@ -147,6 +154,8 @@ struct Connection {
     out: Vec<u8>,
     /// Import sessions this connection opened; dropped (aborted) with it.
     imports: Imports,
+    /// The last request body's buffer, reused.
+    body: Vec<u8>,
 }
 
 impl Connection {
@@ -176,7 +185,11 @@ impl Connection {
                 return Err(Next::Close);
             }
         };
-        let mut body = vec![0u8; h.body_len as usize];
+        // The body buffer is reused: a fresh large buffer per request costs
+        // the kernel a page-zeroing for every page of it.
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        body.resize(h.body_len as usize, 0);
         match tokio::time::timeout(idle, reader.read_exact(&mut body)).await {
             Ok(Ok(_)) => {}
             _ => return Err(Next::Close),
@@ -186,7 +199,15 @@ impl Connection {
     }
 
     /// Decodes, authorizes and executes one request, queuing its reply.
-    async fn handle(&mut self, h: FrameHeader, body: Vec<u8>, received: Instant) -> Next {
+    /// Keeps a body's buffer for the next request, unless it is large:
+    /// one big request must not pin its memory for the connection's life.
+    fn recycle(&mut self, body: Vec<u8>) {
+        if body.capacity() <= KEPT_BODY_BYTES {
+            self.body = body;
+        }
+    }
+
+    async fn handle(&mut self, h: FrameHeader, body: &[u8], received: Instant) -> Next {
         // Before HELLO nothing but a HELLO is even decoded.
         if self.session.is_none() && h.opcode != Opcode::Hello as u8 {
             let msg = "the first request on a connection must be HELLO";
@@ -216,7 +237,7 @@ impl Connection {
                 fail(ErrorCode::BadRequest, msg),
             );
         }
-        let request = match Request::decode(op, &body) {
+        let request = match Request::decode(op, body) {
             Ok(r) => r,
             Err(e) => {
                 self.shared

@@ -1,0 +1,290 @@
+//! `tessera-bench offline`: the offline figures against a running server.
+//!
+//! Generates (once, deterministically) a Parquet file of `--rows` rows over
+//! `--entities` entities, each row 10 float32 features with event times
+//! spread over a year, applies a registry group for it, and times
+//! `tessera import` of the file end to end (the CLI's Parquet reading
+//! included). With `--slates`, slates of that group are then timed at idle
+//! and while the file is imported a second time, for p99 at idle and
+//! under an import.
+
+use crate::net_bench::BoxError;
+use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use hdrhistogram::Histogram;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_protocol::{Client, ClientOptions, SlatePart, SlateRequest, SpecFile, Value};
+
+/// The group the offline benchmark imports into.
+const GROUP: &str = "offline_features";
+/// Features per row.
+const FEATURES: usize = 10;
+/// Rows per generated record batch (and Parquet row group).
+const GEN_BATCH_ROWS: usize = 1 << 20;
+/// A year, µs.
+const YEAR_US: i64 = 365 * 86_400 * 1_000_000;
+
+const SPEC: &str = r#"
+[[entity]]
+name = "offline_entities"
+keys = [{ name = "entity_id", type = "int64" }]
+
+[[group]]
+name = "offline_features"
+entity = "offline_entities"
+description = "The offline benchmark's group: 10 float32 features."
+owner = "tessera-bench"
+ttl = "400d"
+retention = "800d"
+"#;
+
+/// Arguments of `tessera-bench offline`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OfflineArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7411")]
+    addr: String,
+    /// Rows of the generated file.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Distinct entities.
+    #[arg(long, default_value_t = 1_000_000)]
+    entities: u64,
+    /// Where the generated file is kept (generated when missing).
+    #[arg(long, default_value = "./tessera-bench-offline")]
+    dir: PathBuf,
+    /// Import pace asked for, rows/s (0: the server's limit).
+    #[arg(long, default_value_t = 0)]
+    max_rows_per_s: u32,
+    /// Also time slates of 51 keys of the group at idle and during the import.
+    #[arg(long)]
+    slates: bool,
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn offline(args: &OfflineArgs) -> Result<(), BoxError> {
+    std::fs::create_dir_all(&args.dir)?;
+    let file = args
+        .dir
+        .join(format!("offline-{}-{}.parquet", args.rows, args.entities));
+    if !file.exists() {
+        let started = Instant::now();
+        generate(&file, args.rows, args.entities)?;
+        eprintln!(
+            "generated {} in {:.1} s",
+            file.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut client = Client::connect(args.addr.as_str(), ClientOptions::default())?;
+    apply_spec(&mut client)?;
+    let secs = import(args, &file)?;
+    println!(
+        "import: {} rows of {FEATURES} float32 features in {secs:.2} s = {:.0} rows/s",
+        args.rows,
+        args.rows as f64 / secs
+    );
+    if !args.slates {
+        return Ok(());
+    }
+    // Slates over the imported data, idle (compaction done, caches warm),
+    // then while the same file is imported again (a second version of
+    // every row).
+    wait_for_compaction(&mut client)?;
+    time_slates(
+        &args.addr,
+        args.entities,
+        SlatesFor::Duration(WARMUP_SLATE_SECS),
+    )?;
+    let idle = time_slates(
+        &args.addr,
+        args.entities,
+        SlatesFor::Duration(IDLE_SLATE_SECS),
+    )?;
+    let importing = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let (addr, entities, flag) = (args.addr.clone(), args.entities, importing.clone());
+        std::thread::spawn(move || time_slates(&addr, entities, SlatesFor::While(flag)))
+    };
+    let again = import(args, &file);
+    importing.store(false, Ordering::Relaxed);
+    let during = reader.join().map_err(|_| "the slate thread panicked")??;
+    let again = again?;
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "slate of 51 keys: idle p50/p99 {:.1}/{:.1} µs ({} slates); during a second import ({:.0} rows/s) p50/p99 {:.1}/{:.1} µs ({} slates)",
+        us(&idle, 0.5),
+        us(&idle, 0.99),
+        idle.len(),
+        args.rows as f64 / again,
+        us(&during, 0.5),
+        us(&during, 0.99),
+        during.len()
+    );
+    Ok(())
+}
+
+/// Seconds of idle slates, after as many of warm-up.
+const IDLE_SLATE_SECS: u64 = 10;
+const WARMUP_SLATE_SECS: u64 = 10;
+/// Longest wait for the import's compaction to finish.
+const COMPACTION_WAIT_SECS: u64 = 600;
+
+/// Waits until the server reports no compaction backlog.
+fn wait_for_compaction(client: &mut Client) -> Result<(), BoxError> {
+    let started = Instant::now();
+    loop {
+        let stats: serde_json::Value = serde_json::from_str(&client.stats()?)?;
+        if stats["compaction_backlog_bytes"].as_u64() == Some(0) {
+            eprintln!(
+                "compaction settled after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if started.elapsed().as_secs() > COMPACTION_WAIT_SECS {
+            return Err("compaction did not settle in time".into());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Runs `tessera import` of `file`; returns its wall time.
+fn import(args: &OfflineArgs, file: &Path) -> Result<f64, BoxError> {
+    let started = Instant::now();
+    let status = std::process::Command::new(tessera_binary()?)
+        .args(["import", "--addr", &args.addr, "--group", GROUP])
+        .args(["--max-rows-per-s", &args.max_rows_per_s.to_string()])
+        .arg(file)
+        .status()?;
+    if !status.success() {
+        return Err(format!("tessera import failed: {status}").into());
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The `tessera` binary next to this one.
+fn tessera_binary() -> Result<PathBuf, BoxError> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("tessera");
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p tessera-server`",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
+fn apply_spec(client: &mut Client) -> Result<(), BoxError> {
+    let mut text = SPEC.to_string();
+    for f in 0..FEATURES {
+        text.push_str(&format!(
+            "\n[[group.feature]]\nname = \"f{f}\"\ntype = \"float32\"\n"
+        ));
+    }
+    let files = vec![SpecFile {
+        name: "offline.toml".into(),
+        text,
+    }];
+    let (version, changes, _) = client.registry_plan(files.clone())?;
+    if changes {
+        client.registry_apply(version, files)?;
+    }
+    Ok(())
+}
+
+/// Writes the dataset: rows in a shuffled entity order, event times over
+/// the last year.
+fn generate(path: &Path, rows: u64, entities: u64) -> Result<(), BoxError> {
+    let mut fields = vec![
+        Field::new("entity_id", DataType::Int64, false),
+        Field::new(
+            "event_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    fields.extend((0..FEATURES).map(|f| Field::new(format!("f{f}"), DataType::Float32, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(GEN_BATCH_ROWS))
+        .build();
+    let tmp = path.with_extension("tmp");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), Some(props))?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(GEN_BATCH_ROWS as u64) as usize;
+        let ids: Vec<i64> = (0..n)
+            .map(|_| rng.gen_range(0..entities.max(1)) as i64)
+            .collect();
+        let ts: Vec<i64> = (0..n).map(|_| now - rng.gen_range(0..YEAR_US)).collect();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ];
+        for _ in 0..FEATURES {
+            columns.push(Arc::new(Float32Array::from_iter_values(
+                (0..n).map(|_| rng.gen::<f32>()),
+            )));
+        }
+        w.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
+        done += n as u64;
+    }
+    w.close()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// How long to read slates.
+enum SlatesFor {
+    Duration(u64),
+    While(Arc<AtomicBool>),
+}
+
+/// Reads slates of 51 random entities of the group, closed loop, one
+/// connection.
+fn time_slates(addr: &str, entities: u64, how_long: SlatesFor) -> Result<Histogram<u64>, BoxError> {
+    let mut client = Client::connect(addr, ClientOptions::default())?;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let started = Instant::now();
+    loop {
+        let go_on = match &how_long {
+            SlatesFor::Duration(s) => started.elapsed().as_secs() < *s,
+            SlatesFor::While(flag) => flag.load(Ordering::Relaxed),
+        };
+        if !go_on {
+            return Ok(hist);
+        }
+        let keys = (0..51)
+            .map(|_| vec![Value::Int64(rng.gen_range(0..entities.max(1)) as i64)])
+            .collect();
+        let req = SlateRequest {
+            as_of: None,
+            known_at: None,
+            parts: vec![SlatePart {
+                group: GROUP.into(),
+                features: vec![],
+                keys,
+            }],
+        };
+        let t = Instant::now();
+        client.get_slate(&req)?;
+        hist.record((t.elapsed().as_nanos() as u64).max(1))?;
+    }
+}
