@@ -44,7 +44,7 @@ pub use message::{
     ImportRowsReply, Put, PutRow, Rejection, Reply, Request, SlatePart, SlateRequest, SpecFile,
 };
 pub use op::{Opcode, Role};
-pub use pool::{Pool, Pooled};
+pub use pool::{Pool, Pooled, POOL_IDLE_MAX};
 pub use slate::{
     Column, ColumnError, ColumnWriter, HistoryReply, PartView, PartWriter, SlateReply,
     SlateReplyWriter,

@@ -400,7 +400,7 @@ impl Request {
             Opcode::Delete => Request::Delete(decode_delete(&mut r)?),
             Opcode::GetSlate => Request::GetSlate(decode_slate(&mut r)?),
             Opcode::ImportBegin => Request::ImportBegin(ImportBegin {
-                group: r.str16("group")?.to_owned(),
+                group: name16(&mut r, "group")?,
                 columns: decode_names(&mut r, "columns")?,
                 reject_invalid: decode_bool(&mut r, "reject_invalid")?,
                 max_rows_per_s: r.u32("max_rows_per_s")?,
@@ -413,7 +413,7 @@ impl Request {
                 session: r.u64("session")?,
             },
             Opcode::History => Request::History(HistoryRequest {
-                group: r.str16("group")?.to_owned(),
+                group: name16(&mut r, "group")?,
                 key: decode_key(&mut r)?,
                 from: r.i64("from")?,
                 to: r.i64("to")?,
@@ -439,11 +439,18 @@ fn encode_names(names: &[String], out: &mut Vec<u8>) -> Result<(), EncodeError> 
         .try_for_each(|n| wire::put_str16(out, n, "name"))
 }
 
+/// A group, feature or column name: at most [`crate::MAX_NAME_BYTES`].
+fn name16(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
+    let name = r.str16(what)?;
+    check_limit("name bytes", name.len(), crate::MAX_NAME_BYTES)?;
+    Ok(name.to_owned())
+}
+
 fn decode_names(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<String>, DecodeError> {
     let n = r.count16(what)?;
     let mut names = Vec::with_capacity(r.capacity_for(n, 2));
     for _ in 0..n {
-        names.push(r.str16(what)?.to_owned());
+        names.push(name16(r, what)?);
     }
     Ok(names)
 }
@@ -559,7 +566,7 @@ fn decode_import_rows(r: &mut Reader<'_>) -> Result<ImportRows, DecodeError> {
 }
 
 fn decode_put(r: &mut Reader<'_>) -> Result<Put, DecodeError> {
-    let group = r.str16("group")?.to_owned();
+    let group = name16(r, "group")?;
     let columns = decode_names(r, "columns")?;
     let rows = decode_rows(r, columns.len())?;
     Ok(Put {
@@ -588,7 +595,7 @@ pub(crate) fn encode_history(h: &HistoryRequest, out: &mut Vec<u8>) -> Result<()
 }
 
 fn decode_delete(r: &mut Reader<'_>) -> Result<Delete, DecodeError> {
-    let group = r.str16("group")?.to_owned();
+    let group = name16(r, "group")?;
     let n = r.count32("tombstones")?;
     check_limit("keys in a batch", n, crate::MAX_PUT_ROWS)?;
     let mut keys = Vec::with_capacity(r.capacity_for(n, 10));
@@ -644,7 +651,7 @@ fn decode_slate(r: &mut Reader<'_>) -> Result<SlateRequest, DecodeError> {
     let mut parts = Vec::with_capacity(n);
     let mut total = 0usize;
     for _ in 0..n {
-        let group = r.str16("group")?.to_owned();
+        let group = name16(r, "group")?;
         let features = decode_names(r, "features")?;
         let k = r.count32("keys")?;
         total = total.saturating_add(k);

@@ -1,12 +1,19 @@
 //! [`Pool`]: clients shared by threads. A thread takes a client, uses it and
 //! gives it back by dropping the guard; a client whose connection was lost
-//! is dropped instead of returned. At most `size` connections are open.
+//! is dropped instead of returned, and one left idle longer than
+//! [`POOL_IDLE_MAX`] is replaced rather than reused (the server may have
+//! closed it, and a write on it would end as of unknown outcome). At most
+//! `size` connections are open.
 
 use crate::client::{Client, ClientError, ClientOptions};
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest a pooled connection may sit unused and still be handed out: well
+/// under the server's default idle timeout (300 s).
+pub const POOL_IDLE_MAX: Duration = Duration::from_secs(60);
 
 /// A bounded pool of connections to one server.
 pub struct Pool {
@@ -18,7 +25,8 @@ pub struct Pool {
 }
 
 struct PoolState {
-    idle: Vec<Client>,
+    /// Clients given back, with when.
+    idle: Vec<(Client, Instant)>,
     /// Clients open, idle or taken.
     open: usize,
 }
@@ -56,11 +64,17 @@ impl Pool {
         let deadline = Instant::now() + self.options.connect_timeout;
         let mut state = self.lock();
         loop {
-            if let Some(client) = state.idle.pop() {
-                return Ok(Pooled {
-                    pool: self,
-                    client: Some(client),
-                });
+            if let Some((client, since)) = state.idle.pop() {
+                if since.elapsed() <= POOL_IDLE_MAX {
+                    return Ok(Pooled {
+                        pool: self,
+                        client: Some(client),
+                    });
+                }
+                // Stale: close it and open a fresh one in its place.
+                state.open -= 1;
+                drop(client);
+                continue;
             }
             if state.open < self.size {
                 state.open += 1;
@@ -120,7 +134,7 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         match self.client.take() {
-            Some(c) if c.is_connected() => state.idle.push(c),
+            Some(c) if c.is_connected() => state.idle.push((c, Instant::now())),
             _ => state.open -= 1,
         }
         drop(state);

@@ -187,7 +187,16 @@ fn registry_apply_then_put_and_slates_latest_as_of_and_known_at() {
         .expect("slate");
     assert!(!reply.parts()[0].found(0), "a rejected batch wrote nothing");
     assert_eq!(c.ping(b"still here").expect("ping"), b"still here");
-    assert!(c.stats().expect("stats").contains("block_cache_hits"));
+    let stats: serde_json::Value = serde_json::from_str(&c.stats().expect("stats")).expect("json");
+    assert!(stats["block_cache_hits"].is_number(), "{stats}");
+    assert!(
+        stats["server"]["requests_total"]["GET_SLATE"].as_f64() >= Some(1.0),
+        "{stats}"
+    );
+    assert!(
+        stats["server"]["connections_open"].as_f64() >= Some(1.0),
+        "{stats}"
+    );
 }
 
 #[test]

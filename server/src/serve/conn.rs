@@ -288,6 +288,16 @@ impl Connection {
             Request::ImportRows(rows) => self.import_rows(h.request_id, rows).await,
             Request::ImportCommit { session: id } => self.import_commit(h.request_id, id).await,
             Request::ImportAbort { session: id } => self.import_abort(h.request_id, id),
+            Request::Stats => {
+                let mut stats = self.shared.service.stats_json();
+                stats["server"] = self.shared.metrics.server_json();
+                encode_reply(
+                    h.request_id,
+                    &Reply::Stats(stats.to_string()),
+                    &mut self.out,
+                );
+                Ok(())
+            }
             request => {
                 self.execute(op, &session, h.request_id, request, received)
                     .await

@@ -166,6 +166,50 @@ impl Metrics {
         self.refused.inc();
     }
 
+    /// The server's own counters (the engine's are not included) as JSON,
+    /// for `STATS`: each metric by name, per label value where it has one;
+    /// histograms as their count and sum.
+    pub fn server_json(&self) -> serde_json::Value {
+        use prometheus::proto::MetricType;
+        let mut out = serde_json::Map::new();
+        for family in self.registry.gather() {
+            let name = family.get_name().trim_start_matches("tessera_").to_string();
+            if name.starts_with("engine_") {
+                continue;
+            }
+            let value_of = |m: &prometheus::proto::Metric| match family.get_field_type() {
+                MetricType::COUNTER => serde_json::json!(m.get_counter().get_value()),
+                MetricType::GAUGE => serde_json::json!(m.get_gauge().get_value()),
+                MetricType::HISTOGRAM => serde_json::json!({
+                    "count": m.get_histogram().get_sample_count(),
+                    "sum_seconds": m.get_histogram().get_sample_sum(),
+                }),
+                _ => serde_json::Value::Null,
+            };
+            let metrics = family.get_metric();
+            let value = match metrics {
+                [only] if only.get_label().is_empty() => value_of(only),
+                many => {
+                    let by_label: serde_json::Map<String, serde_json::Value> = many
+                        .iter()
+                        .map(|m| {
+                            let label = m
+                                .get_label()
+                                .iter()
+                                .map(|l| l.get_value())
+                                .collect::<Vec<_>>()
+                                .join(",");
+                            (label, value_of(m))
+                        })
+                        .collect();
+                    serde_json::Value::Object(by_label)
+                }
+            };
+            out.insert(name, value);
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// The Prometheus text exposition, with engine gauges from `stats`.
     pub fn render(&self, stats: &EngineStats) -> String {
         self.engine.update(stats);

@@ -264,7 +264,7 @@ impl Service {
             Request::Ping(payload) => Reply::Ping(payload),
             Request::Put(put) => Reply::Put(super::write::put(self, &put)?),
             Request::Delete(del) => Reply::Delete(super::write::delete(self, &del)?),
-            Request::Stats => Reply::Stats(self.stats_json()),
+            Request::Stats => Reply::Stats(self.stats_json().to_string()),
             Request::RegistryGet => self.registry_get()?,
             Request::RegistryPlan(files) => self.registry_plan(&files)?,
             Request::RegistryApply {
@@ -304,7 +304,8 @@ impl Service {
         })
     }
 
-    fn stats_json(&self) -> String {
+    /// The engine's and the registry's figures, as `STATS` reports them.
+    pub(super) fn stats_json(&self) -> serde_json::Value {
         let s = self.engine.stats();
         serde_json::json!({
             "registry_version": self.registry.registry().version(),
@@ -325,7 +326,6 @@ impl Service {
             "flush_error": s.flush_error,
             "compaction_error": s.compaction_error,
         })
-        .to_string()
     }
 
     fn registry_get(&self) -> Result<Reply, Failure> {
