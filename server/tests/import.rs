@@ -259,3 +259,49 @@ fn the_server_holds_imports_to_its_rate() {
     );
     c.import_commit(begun.session).expect("commit");
 }
+
+#[test]
+fn an_import_killed_halfway_leaves_nothing_after_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = "import_sort_mib = 1\n";
+    let mut server = TestServer::start_in(tmp.path(), Some(config), &[]);
+    let mut c = server.client();
+    server.apply_news_feed(&mut c);
+    let t = now_us() - DAY_US;
+    let session = c.import_begin(&begin(false)).expect("begin").session;
+    for b in 0..4 {
+        let rows = (0..10_000).map(|i| row(b * 10_000 + i, t, i)).collect();
+        c.import_rows(&ImportRows {
+            session,
+            first_row: 0,
+            rows,
+        })
+        .expect("rows");
+    }
+    assert!(
+        ingest_runs(&server) > 0,
+        "the import spilled sorted runs before the kill"
+    );
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().expect("wait");
+    drop(server);
+
+    let server = TestServer::start_in(tmp.path(), Some(config), &[]);
+    let mut c = server.client();
+    assert_eq!(ingest_runs(&server), 0, "no stray runs after restart");
+    assert_eq!(
+        clicks(&mut c, &[1, 39_999]),
+        [None, None],
+        "nothing of the import is visible"
+    );
+    // The engine is healthy: a new import commits.
+    let session = c.import_begin(&begin(false)).expect("begin").session;
+    c.import_rows(&ImportRows {
+        session,
+        first_row: 0,
+        rows: vec![row(1, t, 7)],
+    })
+    .expect("rows");
+    c.import_commit(session).expect("commit");
+    assert_eq!(clicks(&mut c, &[1]), [Some(7)]);
+}

@@ -115,6 +115,8 @@ pub struct ConfigFile {
     pub max_concurrent_imports: Option<usize>,
     /// See [`ServeConfig::import_max_rows_per_s`].
     pub import_max_rows_per_s: Option<u32>,
+    /// See [`ServeConfig::import_sort_mib`].
+    pub import_sort_mib: Option<usize>,
     /// Access tokens; none means local development mode.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -162,6 +164,9 @@ pub struct ServeConfig {
     /// The fastest one import session is fed, rows per second: bulk loads
     /// must not take the CPU and disk that serving needs.
     pub import_max_rows_per_s: u32,
+    /// Memory each import sorts in before spilling a run; `None`: the
+    /// engine's default (128 MiB).
+    pub import_sort_mib: Option<usize>,
     /// Access tokens; none means local development mode.
     pub tokens: Vec<TokenConfig>,
 }
@@ -183,6 +188,7 @@ impl Default for ServeConfig {
             allow_insecure_remote: false,
             max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
             import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
+            import_sort_mib: None,
             tokens: Vec::new(),
         }
     }
@@ -226,6 +232,7 @@ impl ServeConfig {
             import_max_rows_per_s: file
                 .import_max_rows_per_s
                 .unwrap_or(d.import_max_rows_per_s),
+            import_sort_mib: file.import_sort_mib,
             tokens: file.tokens,
         })
     }
@@ -253,6 +260,9 @@ impl ServeConfig {
             return Err(
                 "idle_timeout_s must be at least 1: 0 would close every connection at once".into(),
             );
+        }
+        if self.import_sort_mib == Some(0) {
+            return Err("import_sort_mib must be at least 1".into());
         }
         if self.import_max_rows_per_s == 0 {
             return Err("import_max_rows_per_s must be at least 1".into());
