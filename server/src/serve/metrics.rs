@@ -6,7 +6,8 @@
 //! Engine gauges (memtable bytes, SSTs per level, compaction backlog, WAL
 //! fsyncs, block-cache hits) are read from the engine at each scrape.
 //!
-//! The hot path touches only pre-resolved handles: no label lookup, no lock.
+//! A request's counters and latency are pre-resolved handles: no label
+//! lookup, no lock. Errors, rarer, look their labels up.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -64,7 +65,7 @@ impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Requests received, by operation."),
+            Opts::new("requests_total", "Requests executed, by operation (refused ones count only in errors_total)."),
             &["op"],
         )?;
         let buckets = prometheus::exponential_buckets(
@@ -106,7 +107,7 @@ impl Metrics {
         let bytes_out = counter("bytes_out_total", "Bytes of frames sent.")?;
         let refused = counter(
             "connections_refused_total",
-            "Connections refused at the connection limit or during shutdown.",
+            "Connections refused at the connection limit.",
         )?;
         let connections = IntGauge::new("connections_open", "Open client connections.")?;
         registry.register(Box::new(connections.clone()))?;
