@@ -65,7 +65,10 @@ impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Requests executed, by operation (refused ones count only in errors_total)."),
+            Opts::new(
+                "requests_total",
+                "Requests executed, by operation (refused ones count only in errors_total).",
+            ),
             &["op"],
         )?;
         let buckets = prometheus::exponential_buckets(
