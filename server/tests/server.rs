@@ -525,6 +525,15 @@ fn metrics_and_health_over_http() {
         assert!(metrics.contains(name), "missing {name} in:\n{metrics}");
     }
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    // The engine's totals are counters, not gauges.
+    assert!(
+        metrics.contains("# TYPE tessera_engine_block_cache_hits_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE tessera_engine_wal_fsyncs_total counter"),
+        "{metrics}"
+    );
 }
 
 /// The server's resident memory, KiB.

@@ -42,15 +42,18 @@ pub struct Metrics {
 
 /// Gauges refreshed from [`EngineStats`] at each scrape.
 struct EngineGauges {
+    /// Serializes scrapes: counters advance by the difference since the
+    /// last one.
+    updating: parking_lot::Mutex<()>,
     memtable_bytes: IntGauge,
     ssts: IntGaugeVec,
     level_bytes: IntGaugeVec,
     compaction_backlog: IntGauge,
-    wal_fsyncs: IntGauge,
-    wal_fsync_micros_total: IntGauge,
+    wal_fsyncs: IntCounter,
+    wal_fsync_micros_total: IntCounter,
     wal_fsync_micros_max: IntGauge,
-    cache_hits: IntGauge,
-    cache_misses: IntGauge,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
     cache_bytes: IntGauge,
     index_entities: IntGauge,
     read_only: IntGauge,
@@ -232,12 +235,19 @@ impl EngineGauges {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        // The engine's totals, mirrored as counters (they only grow).
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let by_level = |name: &str, help: &str| -> Result<IntGaugeVec, MetricsError> {
             let g = IntGaugeVec::new(Opts::new(name, help), &["level"])?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
         Ok(EngineGauges {
+            updating: parking_lot::Mutex::new(()),
             memtable_bytes: gauge(
                 "engine_memtable_bytes",
                 "Bytes in the active and frozen memtables.",
@@ -248,8 +258,8 @@ impl EngineGauges {
                 "engine_compaction_backlog_bytes",
                 "Bytes over their level's target, waiting for compaction.",
             )?,
-            wal_fsyncs: gauge("engine_wal_fsyncs_total", "WAL fsyncs since open.")?,
-            wal_fsync_micros_total: gauge(
+            wal_fsyncs: counter("engine_wal_fsyncs_total", "WAL fsyncs since open.")?,
+            wal_fsync_micros_total: counter(
                 "engine_wal_fsync_micros_total",
                 "Microseconds spent in WAL fsyncs since open (divide by fsyncs for the mean).",
             )?,
@@ -257,11 +267,11 @@ impl EngineGauges {
                 "engine_wal_fsync_micros_max",
                 "Longest WAL fsync since open, microseconds.",
             )?,
-            cache_hits: gauge(
+            cache_hits: counter(
                 "engine_block_cache_hits_total",
                 "Block-cache hits since open.",
             )?,
-            cache_misses: gauge(
+            cache_misses: counter(
                 "engine_block_cache_misses_total",
                 "Block-cache misses since open.",
             )?,
@@ -275,7 +285,9 @@ impl EngineGauges {
     }
 
     fn update(&self, s: &EngineStats) {
+        let _one_scrape_at_a_time = self.updating.lock();
         let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        let advance = |c: &IntCounter, to: u64| c.inc_by(to.saturating_sub(c.get()));
         set(&self.memtable_bytes, s.memtable_bytes);
         for (level, (&files, &bytes)) in s.ssts_per_level.iter().zip(&s.bytes_per_level).enumerate()
         {
@@ -284,11 +296,11 @@ impl EngineGauges {
             set(&self.level_bytes.with_label_values(&[&level]), bytes);
         }
         set(&self.compaction_backlog, s.compaction_backlog_bytes);
-        set(&self.wal_fsyncs, s.wal_fsyncs);
-        set(&self.wal_fsync_micros_total, s.wal_fsync_micros_total);
+        advance(&self.wal_fsyncs, s.wal_fsyncs);
+        advance(&self.wal_fsync_micros_total, s.wal_fsync_micros_total);
         set(&self.wal_fsync_micros_max, s.wal_fsync_micros_max);
-        set(&self.cache_hits, s.block_cache_hits);
-        set(&self.cache_misses, s.block_cache_misses);
+        advance(&self.cache_hits, s.block_cache_hits);
+        advance(&self.cache_misses, s.block_cache_misses);
         set(&self.cache_bytes, s.block_cache_bytes);
         set(&self.index_entities, s.index_entities);
         self.read_only.set(i64::from(s.read_only));
