@@ -247,6 +247,16 @@ impl ServeConfig {
                 self.listen
             ));
         }
+        // `/metrics` and `/healthz` have no authentication: they stay on
+        // loopback unless the operator says otherwise.
+        if let Some(m) = self.metrics_listen {
+            if !m.ip().is_loopback() && !self.allow_insecure_remote {
+                return Err(format!(
+                    "refusing to serve /metrics on {m}: it has no authentication; keep it on loopback \
+                     (put a proxy in front) or pass --allow-insecure-remote"
+                ));
+            }
+        }
         if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES_LIMIT).contains(&self.max_frame_bytes) {
             return Err(format!(
                 "max_frame_bytes {} is outside {MIN_FRAME_BYTES}..={MAX_FRAME_BYTES_LIMIT}",
@@ -336,6 +346,11 @@ mod tests {
         c.allow_insecure_remote = true;
         assert!(c.validate().is_ok());
         c.allow_insecure_remote = false;
+        c.metrics_listen = Some("0.0.0.0:7412".parse().unwrap());
+        c.listen = "127.0.0.1:7411".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("/metrics"));
+        c.metrics_listen = Some("127.0.0.1:7412".parse().unwrap());
+        c.listen = "0.0.0.0:7411".parse().unwrap();
         c.tokens.push(TokenConfig {
             token: "s3cret".into(),
             role: "read".into(),
