@@ -44,10 +44,19 @@ struct Job {
 }
 
 /// What a rewrite produced.
-struct Outputs {
-    summaries: Vec<TableSummary>,
-    placements: Vec<(Digest, u64, u32)>,
-    dropped_entities: Vec<Digest>,
+/// What an [`OutputWriter`] wrote.
+pub(crate) struct Outputs {
+    pub(crate) summaries: Vec<TableSummary>,
+    pub(crate) placements: Vec<Placement>,
+    pub(crate) dropped_entities: Vec<Digest>,
+}
+
+/// Where an entity's newest kept version landed in the outputs.
+pub(crate) struct Placement {
+    pub(crate) digest: Digest,
+    pub(crate) event_ts: i64,
+    pub(crate) file_no: u64,
+    pub(crate) block: u32,
 }
 
 impl Inner {
@@ -161,9 +170,12 @@ impl Inner {
         }
         let inputs: HashSet<u64> = job.inputs.iter().map(|h| h.meta.file_no).collect();
         let from_input = |loc: Location| matches!(loc, Location::Sst { file_no, .. } if inputs.contains(&file_no));
-        for (digest, file_no, block) in outputs.placements {
-            self.index
-                .relocate(digest, from_input, Location::Sst { file_no, block });
+        for p in outputs.placements {
+            let to = Location::Sst {
+                file_no: p.file_no,
+                block: p.block,
+            };
+            self.index.relocate(p.digest, from_input, to);
         }
         for digest in outputs.dropped_entities {
             self.index.remove_if(digest, from_input);
@@ -315,16 +327,19 @@ fn least_overlap(v: &Version, level: usize) -> Arc<TableHandle> {
 }
 
 /// Writes merged entries into output SSTs split at the target size, only at
-/// entity boundaries (so files in a level never share an entity).
-struct OutputWriter<'a> {
+/// entity boundaries (so files in a level never share an entity), applying
+/// retention. Compaction and bulk ingest both write through it.
+pub(crate) struct OutputWriter<'a> {
     inner: &'a Inner,
     now: i64,
     table_opts: Arc<BTreeMap<TableId, TableOptions>>,
     builder: Option<(u64, TableBuilder)>,
     summaries: Vec<TableSummary>,
-    placements: Vec<(Digest, u64, u32)>,
+    placements: Vec<Placement>,
     dropped_entities: Vec<Digest>,
     started: Vec<u64>,
+    /// The entity being written: table, key, digest, and whether a version
+    /// of it was kept yet.
     current: Option<(TableId, Bytes, Digest, bool)>,
     /// Entries written since the last check for a pending flush.
     since_yield_check: usize,
@@ -332,7 +347,9 @@ struct OutputWriter<'a> {
 }
 
 impl<'a> OutputWriter<'a> {
-    fn new(inner: &'a Inner, output_level: usize) -> Self {
+    /// A writer building SSTs as for `output_level` (level 0 uncompressed
+    /// unless configured, deeper levels compressed).
+    pub(crate) fn new(inner: &'a Inner, output_level: usize) -> Self {
         OutputWriter {
             output_level,
             inner,
@@ -348,7 +365,8 @@ impl<'a> OutputWriter<'a> {
         }
     }
 
-    fn consume(&mut self, merged: MergeIter<'_>) -> Result<()> {
+    /// Writes `merged`, in storage order.
+    pub(crate) fn consume(&mut self, merged: impl Iterator<Item = Result<Entry>>) -> Result<()> {
         let mut opts_cache: Option<(TableId, TableOptions)> = None;
         for e in merged {
             let e = e?;
@@ -400,7 +418,12 @@ impl<'a> OutputWriter<'a> {
         if let Some((_, _, digest, emitted)) = &mut self.current {
             if !*emitted {
                 *emitted = true;
-                self.placements.push((*digest, *file_no, block));
+                self.placements.push(Placement {
+                    digest: *digest,
+                    event_ts: e.event_ts,
+                    file_no: *file_no,
+                    block,
+                });
             }
         }
         Ok(())
@@ -446,7 +469,8 @@ impl<'a> OutputWriter<'a> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<Outputs> {
+    /// Closes the last output and fsyncs the directory.
+    pub(crate) fn finish(&mut self) -> Result<Outputs> {
         self.close_builder()?;
         let sst_dir = self.inner.dir.join(SST_DIR);
         self.inner
@@ -462,7 +486,7 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// Removes every output file of a failed rewrite.
-    fn abandon(&mut self) {
+    pub(crate) fn abandon(&mut self) {
         self.builder = None;
         for &file_no in &self.started {
             let _ = self

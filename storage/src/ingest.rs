@@ -21,9 +21,11 @@
 //! 3. wait until the memtables frozen in step 2 are flushed, so the WAL
 //!    holds only writes newer than the ingest (a replay after a crash then
 //!    applies them after the ingest, as they were committed);
-//! 4. merge the runs into SSTs, numbering versions from the reserved range
-//!    in input order (equal `(key, event_ts)`: the later input row is the
-//!    later commit), fsync them and the directory;
+//! 4. merge the runs into SSTs through compaction's output writer (which
+//!    splits files between entities and drops versions past retention, which
+//!    no read would show), numbering versions from the reserved range in
+//!    input order (equal `(key, event_ts)`: the later input row is the later
+//!    commit), and fsync them and the directory;
 //! 5. point the hash index at each entity's newest ingested version unless
 //!    the current entry is newer (an equal event time from a write after
 //!    step 2 stays, being the later commit). Readers that meet a location
@@ -34,13 +36,14 @@
 //!    files are removed at the next open; index entries naming them fall
 //!    back to searches, which never see them.
 
-use crate::engine::{sst_path, Engine, Inner, SST_DIR};
+use crate::compaction::{OutputWriter, Outputs, Placement};
+use crate::engine::{Engine, Inner};
 use crate::hash_index::Location;
 use crate::merge::{MergeIter, Source};
-use crate::sstable::{BuildOptions, Table, TableBuilder, TableSummary};
+use crate::sstable::{BuildOptions, Table, TableBuilder};
 use crate::types::{check_limits, Entry, Kind, SeqNo, TableId, Timestamp};
 use crate::version::{ReadView, TableHandle};
-use crate::{Digest, Error, Result};
+use crate::{Error, Result};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -205,16 +208,17 @@ impl Ingest {
         let (base, ingest_ts, first_newer_gen, frozen) = inner.reserve_ingest(n)?;
         inner.wait_flushed(frozen)?;
         self.spill()?;
-        let written = self.write_ssts(base, ingest_ts);
-        let (summaries, placements) = match written {
-            Ok(w) => w,
-            Err((e, files)) => {
-                remove_all(&inner, &files);
+        let mut out = OutputWriter::new(&inner, 1);
+        let outputs = match self.write_ssts(&mut out, base, ingest_ts) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                out.abandon();
                 return Err(e);
             }
         };
-        let files: Vec<u64> = summaries.iter().map(|s| s.file_no).collect();
-        let handles = match summaries
+        let files: Vec<u64> = outputs.summaries.iter().map(|s| s.file_no).collect();
+        let handles = match outputs
+            .summaries
             .iter()
             .map(|s| inner.open_handle(s, 0))
             .collect::<Result<Vec<_>>>()
@@ -222,11 +226,11 @@ impl Ingest {
             Ok(h) => h,
             Err(e) => {
                 inner.forget_tables(&files);
-                remove_all(&inner, &files);
+                out.abandon();
                 return Err(e);
             }
         };
-        inner.point_index_at_ingest(&placements, base + n - 1, first_newer_gen);
+        inner.point_index_at_ingest(&outputs.placements, base + n - 1, first_newer_gen);
         let last_seq = base + n - 1;
         if let Err(e) = inner.install_ingest(&handles, last_seq) {
             inner.forget_tables(&files);
@@ -241,36 +245,29 @@ impl Ingest {
         })
     }
 
-    /// Merges the runs into level-0 SSTs numbered from `base`. On error,
-    /// returns the file numbers started, to remove.
-    #[allow(clippy::type_complexity)]
+    /// Merges the runs through `out`, numbering versions from `base`.
+    /// Outputs are compressed (built as for level 1): an ingest is large and
+    /// read for a long time before compaction rewrites it.
     fn write_ssts(
         &self,
+        out: &mut OutputWriter<'_>,
         base: SeqNo,
         ingest_ts: Timestamp,
-    ) -> std::result::Result<(Vec<TableSummary>, Vec<Placement>), (Error, Vec<u64>)> {
+    ) -> Result<Outputs> {
         let sources: Vec<Source<'_>> = self
             .runs
             .iter()
             .map(|(_, t)| Box::new(t.iter()) as Source<'_>)
             .collect();
-        let mut out = SstWriter::new(&self.inner);
-        let result = (|| {
-            for e in MergeIter::new(sources) {
-                let mut e = e?;
+        let numbered = MergeIter::new(sources).map(|e| {
+            e.map(|mut e| {
                 e.seq += base;
                 e.ingest_ts = ingest_ts;
-                out.push(&e)?;
-            }
-            out.finish()
-        })();
-        match result {
-            Ok(()) => Ok((
-                std::mem::take(&mut out.summaries),
-                std::mem::take(&mut out.placements),
-            )),
-            Err(e) => Err((e, out.started.clone())),
-        }
+                e
+            })
+        });
+        out.consume(numbered)?;
+        out.finish()
     }
 }
 
@@ -321,106 +318,6 @@ fn sorted_order(buffer: &[Entry]) -> Vec<u32> {
             .then_with(|| buffer[a.index as usize].cmp_order(&buffer[b.index as usize]))
     });
     items.into_iter().map(|it| it.index).collect()
-}
-
-/// Where an entity's newest ingested version landed.
-struct Placement {
-    digest: Digest,
-    event_ts: Timestamp,
-    file_no: u64,
-    block: u32,
-}
-
-/// Writes merged versions into compressed SSTs split at the target size,
-/// only between entities.
-struct SstWriter<'a> {
-    inner: &'a Inner,
-    builder: Option<(u64, TableBuilder)>,
-    summaries: Vec<TableSummary>,
-    placements: Vec<Placement>,
-    started: Vec<u64>,
-    /// The entity being written.
-    current: Option<(TableId, Bytes)>,
-}
-
-impl<'a> SstWriter<'a> {
-    fn new(inner: &'a Inner) -> Self {
-        SstWriter {
-            inner,
-            builder: None,
-            summaries: Vec::new(),
-            placements: Vec::new(),
-            started: Vec::new(),
-            current: None,
-        }
-    }
-
-    fn push(&mut self, e: &Entry) -> Result<()> {
-        let new_entity = self
-            .current
-            .as_ref()
-            .is_none_or(|(t, k)| !e.same_entity(*t, k));
-        if new_entity {
-            let full = self
-                .builder
-                .as_ref()
-                .is_some_and(|(_, b)| b.estimated_bytes() >= self.inner.opts.sst_target_bytes);
-            if full {
-                self.close()?;
-            }
-            self.current = Some((e.table, e.key.clone()));
-        }
-        let (file_no, builder) = match &mut self.builder {
-            Some(b) => b,
-            None => {
-                let file_no = self.inner.alloc_file_no();
-                self.started.push(file_no);
-                let path = sst_path(&self.inner.dir, file_no);
-                // Compressed like compaction output: an ingest is large and
-                // read for a long time before compaction rewrites it.
-                let b = TableBuilder::create(
-                    &*self.inner.opts.fs,
-                    &path,
-                    file_no,
-                    self.inner.build_options(1),
-                )?;
-                self.builder.insert((file_no, b))
-            }
-        };
-        let block = builder.add(&e.as_ref())?;
-        if new_entity {
-            self.placements.push(Placement {
-                digest: Digest::of(self.inner.seed, e.table, &e.key),
-                event_ts: e.event_ts,
-                file_no: *file_no,
-                block,
-            });
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        if let Some((_, b)) = self.builder.take() {
-            self.summaries.push(b.finish()?);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        self.close()?;
-        let sst_dir = self.inner.dir.join(SST_DIR);
-        self.inner
-            .opts
-            .fs
-            .sync_dir(&sst_dir)
-            .map_err(|e| Error::io("fsync directory", &sst_dir, e))
-    }
-}
-
-fn remove_all(inner: &Inner, files: &[u64]) {
-    for &file_no in files {
-        let _ = inner.opts.fs.remove(&sst_path(&inner.dir, file_no));
-    }
 }
 
 impl Inner {
