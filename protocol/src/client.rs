@@ -313,18 +313,13 @@ impl Client {
     /// in order, with [`Client::receive_import_rows`]. Import replies are
     /// small, so a few batches in flight cannot back up the connection.
     pub fn send_import_rows(&mut self, rows: &ImportRows) -> Result<(), ClientError> {
-        let id = self.take_id();
-        self.out.clear();
-        let frame = begin_frame(id, Opcode::ImportRows as u8, 0, &mut self.out);
-        message::encode_import_rows(rows, &mut self.out)?;
-        finish_frame(&mut self.out, frame);
-        self.check_frame_size(self.out.len())?;
-        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
-        if let Err(e) = conn.writer.write_all(&self.out) {
+        let sent = self.send_frame(Opcode::ImportRows, |out| {
+            message::encode_import_rows(rows, out)
+        });
+        if let Err(ClientError::Io(_)) = &sent {
             self.conn = None;
-            return Err(e.into());
         }
-        self.unanswered_imports.push_back(id);
+        self.unanswered_imports.push_back(sent?);
         Ok(())
     }
 
@@ -335,16 +330,7 @@ impl Client {
             .unanswered_imports
             .pop_front()
             .ok_or_else(|| ClientError::Protocol("no IMPORT_ROWS is waiting for a reply".into()))?;
-        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
-        let received = conn.read_frame().and_then(|(header, body)| {
-            if header.request_id != id {
-                return Err(ClientError::Protocol(format!(
-                    "reply id {} to request {id}",
-                    header.request_id
-                )));
-            }
-            decode_reply(Opcode::ImportRows, &header, body)
-        });
+        let received = self.receive_reply(id, Opcode::ImportRows);
         match received {
             Ok(Reply::ImportRows(r)) => Ok(r),
             Ok(other) => Err(unexpected(&other)),
@@ -589,6 +575,17 @@ impl Client {
             ));
         }
         self.ensure_connected()?;
+        let id = self.send_frame(op, encode)?;
+        self.receive_reply(id, op)
+    }
+
+    /// Frames a request whose body `encode` writes, and sends it; returns
+    /// its id.
+    fn send_frame(
+        &mut self,
+        op: Opcode,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<u64, ClientError> {
         let id = self.take_id();
         self.out.clear();
         let frame = begin_frame(id, op as u8, 0, &mut self.out);
@@ -597,6 +594,12 @@ impl Client {
         self.check_frame_size(self.out.len())?;
         let conn = self.conn.as_mut().ok_or_else(not_connected)?;
         conn.writer.write_all(&self.out)?;
+        Ok(id)
+    }
+
+    /// Reads the reply to request `id`, an `op`.
+    fn receive_reply(&mut self, id: u64, op: Opcode) -> Result<Reply, ClientError> {
+        let conn = self.conn.as_mut().ok_or_else(not_connected)?;
         let (header, body) = conn.read_frame()?;
         if header.request_id != id {
             return Err(ClientError::Protocol(format!(

@@ -706,7 +706,7 @@ impl Reply {
                 wire::put_str16_truncated(out, &h.server);
                 wire::put_u32(out, h.max_frame);
             }
-            Reply::Ping(p) => wire::put_str32_truncated_bytes(out, p),
+            Reply::Ping(p) => wire::put_bytes32_truncated(out, p),
             Reply::RegistryGet {
                 version,
                 registry_json,

@@ -207,30 +207,32 @@ pub(crate) fn put_str32(out: &mut Vec<u8>, s: &str, what: &'static str) -> Resul
     put_bytes32(out, s.as_bytes(), what)
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn char_prefix(s: &str, max: usize) -> &[u8] {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s.as_bytes()[..end]
+}
+
 /// A `str16` cut at a character boundary to fit, for server texts (error
 /// messages, names the server itself chose) where a shortened text is
 /// better than none.
 pub(crate) fn put_str16_truncated(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u16::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    put_u16(out, end as u16);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    let b = char_prefix(s, u16::MAX as usize);
+    put_u16(out, b.len() as u16);
+    out.extend_from_slice(b);
 }
 
 /// A `str32` for server texts; saturates like [`put_str16_truncated`].
 pub(crate) fn put_str32_truncated(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u32::MAX as usize);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    put_u32(out, end as u32);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    put_bytes32_truncated(out, char_prefix(s, u32::MAX as usize));
 }
 
 /// A `bytes32` for server data; saturates like [`put_str16_truncated`].
-pub(crate) fn put_str32_truncated_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes32_truncated(out: &mut Vec<u8>, b: &[u8]) {
     let end = b.len().min(u32::MAX as usize);
     put_u32(out, end as u32);
     out.extend_from_slice(&b[..end]);

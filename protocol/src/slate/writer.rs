@@ -6,7 +6,7 @@
 //! from the body start (`base`).
 
 use super::{bitmap_len, Layout};
-use crate::value::Value;
+use crate::value::{tag, Value};
 use crate::wire::{self, put_pad8};
 
 /// A value that does not fit the column it is pushed to.
@@ -48,7 +48,8 @@ impl<'o> SlateReplyWriter<'o> {
 pub struct PartWriter<'o> {
     out: &'o mut Vec<u8>,
     base: usize,
-    found: Vec<bool>,
+    /// Rows of the part.
+    rows: usize,
 }
 
 impl<'o> PartWriter<'o> {
@@ -87,11 +88,7 @@ impl<'o> PartWriter<'o> {
                 wire::put_i64(out, array.get(i).copied().unwrap_or(0));
             }
         }
-        PartWriter {
-            out,
-            base,
-            found: found.to_vec(),
-        }
+        PartWriter { out, base, rows }
     }
 
     /// Bytes of the reply body written so far (this part and those before).
@@ -102,7 +99,7 @@ impl<'o> PartWriter<'o> {
     /// Starts the next column: `name`, type `tag` (embedding dimension
     /// `dim`, else 0). Push one value per row, then [`ColumnWriter::finish`].
     pub fn column(&mut self, name: &str, tag: u8, dim: u32) -> ColumnWriter<'_> {
-        let (out, base, rows) = (&mut *self.out, self.base, self.found.len());
+        let (out, base, rows) = (&mut *self.out, self.base, self.rows);
         wire::put_str16_truncated(out, name);
         put_pad8(out, base);
         out.extend_from_slice(&[tag, 0, 0, 0]);
@@ -232,11 +229,20 @@ impl ColumnWriter<'_> {
         Ok(())
     }
 
-    /// A `string` or `bytes` value.
+    /// A `string` or `bytes` value; a string must be UTF-8 (readers refuse a
+    /// reply that is not).
     pub fn push_var(&mut self, bytes: &[u8]) -> Result<(), ColumnError> {
         if self.layout != Layout::Bytes {
             return Err(self.error("bytes in a column that is not string or bytes"));
         }
+        if self.tag == tag::STRING && std::str::from_utf8(bytes).is_err() {
+            return Err(self.error("a string value is not UTF-8"));
+        }
+        self.append_var(bytes)
+    }
+
+    /// [`ColumnWriter::push_var`] of bytes known to fit the column.
+    fn append_var(&mut self, bytes: &[u8]) -> Result<(), ColumnError> {
         let row = self.next_row()?;
         self.out.extend_from_slice(bytes);
         self.elements += bytes.len();
@@ -276,7 +282,7 @@ impl ColumnWriter<'_> {
             Value::Float32(v) => self.push_fixed_le(&v.to_le_bytes()),
             Value::Float64(v) => self.push_fixed_le(&v.to_le_bytes()),
             Value::Embedding(v) => self.push_fixed_le(bytemuck::cast_slice(&v[..])),
-            Value::String(s) => self.push_var(s.as_bytes()),
+            Value::String(s) => self.append_var(s.as_bytes()),
             Value::Bytes(b) => self.push_var(b),
             Value::ListInt64(v) => self.push_elements(v.len(), 8, |out| {
                 v.iter()

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
     encode_error, encode_reply, ErrorBody, ErrorCode, FrameHeader, HelloReply, ImportBegin,
-    ImportRows, Opcode, Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
+    ImportBegun, ImportRows, Opcode, Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -338,16 +338,10 @@ impl Connection {
                 (r, out)
             })
             .await;
-            match joined {
-                Ok((r, out)) => {
-                    self.out.extend_from_slice(&out);
-                    r
-                }
-                Err(e) => Err(fail(
-                    ErrorCode::Internal,
-                    format!("the request failed: {e}"),
-                )),
-            }
+            joined.map_err(panicked).and_then(|(r, out)| {
+                self.out.extend_from_slice(&out);
+                r
+            })
         } else {
             self.shared
                 .service
@@ -384,7 +378,10 @@ impl Connection {
         let id = self.imports.insert(session);
         encode_reply(
             request_id,
-            &Reply::ImportBegin(import::begun(id, rate)),
+            &Reply::ImportBegin(ImportBegun {
+                session: id,
+                max_rows_per_s: rate,
+            }),
             &mut self.out,
         );
         Ok(())
@@ -400,8 +397,7 @@ impl Connection {
             (session, result)
         })
         .await;
-        let (session, result) =
-            joined.map_err(|e| fail(ErrorCode::Internal, format!("the import failed: {e}")))?;
+        let (session, result) = joined.map_err(panicked)?;
         let reply = result?;
         self.imports.put_back(id, session);
         encode_reply(request_id, &Reply::ImportRows(reply), &mut self.out);
@@ -411,8 +407,7 @@ impl Connection {
     async fn import_commit(&mut self, request_id: u64, id: u64) -> Result<(), Failure> {
         let session = self.imports.take(id)?;
         let joined = tokio::task::spawn_blocking(move || session.commit()).await;
-        let committed =
-            joined.map_err(|e| fail(ErrorCode::Internal, format!("the import failed: {e}")))??;
+        let committed = joined.map_err(panicked)??;
         encode_reply(request_id, &Reply::ImportCommit(committed), &mut self.out);
         Ok(())
     }
@@ -504,6 +499,11 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A request whose blocking-pool task panicked or was cancelled.
+fn panicked(e: tokio::task::JoinError) -> Failure {
+    fail(ErrorCode::Internal, format!("the request failed: {e}"))
 }
 
 fn deadline_exceeded() -> Failure {

@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    ErrorCode, ImportBegin, ImportBegun, ImportCommitted, ImportRows, ImportRowsReply, Rejection,
-    MAX_PUT_ROWS,
+    ErrorCode, ImportBegin, ImportCommitted, ImportRows, ImportRowsReply, Rejection, MAX_PUT_ROWS,
 };
 use tessera_storage::Ingest;
 
@@ -166,14 +165,6 @@ pub(crate) fn begin(
         _slot: slot,
     };
     Ok((session, rows_per_s))
-}
-
-/// The reply to a successful `IMPORT_BEGIN`.
-pub(crate) fn begun(session: u64, max_rows_per_s: u32) -> ImportBegun {
-    ImportBegun {
-        session,
-        max_rows_per_s,
-    }
 }
 
 impl ImportSession {

@@ -264,7 +264,6 @@ impl Service {
             Request::Ping(payload) => Reply::Ping(payload),
             Request::Put(put) => Reply::Put(super::write::put(self, &put)?),
             Request::Delete(del) => Reply::Delete(super::write::delete(self, &del)?),
-            Request::Stats => Reply::Stats(self.stats_json().to_string()),
             Request::RegistryGet => self.registry_get()?,
             Request::RegistryPlan(files) => self.registry_plan(&files)?,
             Request::RegistryApply {
@@ -275,14 +274,16 @@ impl Service {
             Request::Hello(_) => {
                 return Err(fail(ErrorCode::BadRequest, "HELLO was already sent"));
             }
-            Request::ImportBegin(_)
+            Request::Stats
+            | Request::ImportBegin(_)
             | Request::ImportRows(_)
             | Request::ImportCommit { .. }
             | Request::ImportAbort { .. } => {
-                // Sessions belong to connections: `conn` runs these.
+                // `conn` runs these: import sessions belong to connections,
+                // and STATS adds the server's counters.
                 return Err(fail(
                     ErrorCode::Internal,
-                    "an import request reached the stateless path",
+                    "a per-connection request reached the stateless path",
                 ));
             }
         };

@@ -224,13 +224,6 @@ fn push_cell(column: &mut ColumnWriter<'_>, cell: RawValue<'_>) -> Result<(), Co
     match cell {
         RawValue::Null => column.push_null(),
         RawValue::Fixed(_, bytes) => column.push_fixed_le(bytes),
-        RawValue::Var(FeatureType::String, bytes) if std::str::from_utf8(bytes).is_err() => {
-            Err(ColumnError {
-                column: String::new(),
-                tag: tag::STRING,
-                reason: "a stored string is not UTF-8".into(),
-            })
-        }
         RawValue::Var(FeatureType::String | FeatureType::Bytes, bytes) => column.push_var(bytes),
         RawValue::Var(..) => column.push(&cell.to_value().unwrap_or(Value::Null)),
     }
