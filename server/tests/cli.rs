@@ -5,27 +5,9 @@
 
 mod common;
 
-use common::{TestServer, NEWS_FEED_SPEC};
+use common::{run_cli as tessera, TestServer, NEWS_FEED_SPEC};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-/// Runs `tessera ARGS` against `server`, with `stdin` piped in.
-fn tessera(server: &TestServer, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .args(["--addr", &server.addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tessera");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(text) = stdin {
-        std::io::Write::write_all(&mut input, text.as_bytes()).expect("write stdin");
-    }
-    drop(input);
-    child.wait_with_output().expect("wait")
-}
+use std::process::{Command, Output};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

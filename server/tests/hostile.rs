@@ -4,20 +4,13 @@
 
 mod common;
 
-use common::TestServer;
+use common::{server_code as code, TestServer};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tessera_protocol::{
-    ClientError, ErrorCode, FrameHeader, Put, PutRow, SlatePart, SlateRequest, Value, HEADER_LEN,
+    ErrorCode, FrameHeader, Put, PutRow, SlatePart, SlateRequest, Value, HEADER_LEN,
 };
-
-fn code(e: ClientError) -> ErrorCode {
-    match e {
-        ClientError::Server(b) => b.code,
-        other => panic!("expected a server error, got {other}"),
-    }
-}
 
 /// Sends `bytes` on a fresh connection; returns what came back before the
 /// server closed it.
@@ -132,13 +125,7 @@ fn replies_over_the_frame_limit_and_repeated_features_are_refused_early() {
         code(c.get_slate(&slate(vec![], 4096)).unwrap_err()),
         ErrorCode::LimitExceeded
     );
-    let rss =
-        std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).expect("status");
-    let kib: u64 = rss
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+    let kib = server.status_kib("VmHWM");
     assert!(kib < 512 * 1024, "peak RSS {kib} KiB");
     assert!(c.get_slate(&slate(vec!["clicks_1h".into()], 10)).is_ok());
 }

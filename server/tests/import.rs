@@ -5,20 +5,11 @@
 
 mod common;
 
-use common::TestServer;
+use common::{now_us, server_code as code, TestServer, DAY_US};
 use std::time::{Duration, Instant};
 use tessera_protocol::{
     ClientError, ErrorCode, ImportBegin, ImportRows, PutRow, SlatePart, SlateRequest, Value,
 };
-
-const DAY_US: i64 = 86_400_000_000;
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
 
 fn begin(reject_invalid: bool) -> ImportBegin {
     ImportBegin {
@@ -54,13 +45,6 @@ fn clicks(c: &mut tessera_protocol::Client, ids: &[i64]) -> Vec<Option<i64>> {
     (0..ids.len())
         .map(|i| part.found(i).then(|| col.i64_at(i)).flatten())
         .collect()
-}
-
-fn code(e: ClientError) -> ErrorCode {
-    match e {
-        ClientError::Server(b) => b.code,
-        other => panic!("expected a server error, got {other}"),
-    }
 }
 
 fn ingest_runs(server: &TestServer) -> usize {

@@ -17,7 +17,6 @@ use arrow_schema::{Field, Schema};
 use common::TestServer;
 use parquet::arrow::ArrowWriter;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -103,11 +102,7 @@ fn write_users(path: &Path, n: usize, bad: &[usize]) {
 }
 
 fn tessera(server: &TestServer, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .args(["--addr", &server.addr.to_string()])
-        .output()
-        .expect("run tessera")
+    common::run_cli(server, args, None)
 }
 
 fn get_json(server: &TestServer, key: &str, features: &str) -> serde_json::Value {

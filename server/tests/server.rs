@@ -3,23 +3,14 @@
 
 mod common;
 
-use common::TestServer;
+use common::{now_us, server_code, TestServer, DAY_US};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tessera_protocol::{
-    encode_request, ClientError, Delete, ErrorCode, FrameHeader, Hello, Put, PutRow, Request,
-    SlatePart, SlateRequest, Value, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, MAGIC,
+    encode_request, Delete, ErrorCode, FrameHeader, Hello, Put, PutRow, Request, SlatePart,
+    SlateRequest, Value, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, MAGIC,
 };
-
-const DAY_US: i64 = 86_400_000_000;
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
 
 /// A `user_features` put of `ids`, with clicks_1h = id * 10 + version.
 fn user_put(ids: &[i64], event_ts: i64, version: i64) -> Put {
@@ -62,13 +53,6 @@ fn slate_of(
             features: features.iter().map(|f| f.to_string()).collect(),
             keys: ids.iter().map(|&id| vec![Value::Int64(id)]).collect(),
         }],
-    }
-}
-
-fn server_code(e: ClientError) -> ErrorCode {
-    match e {
-        ClientError::Server(body) => body.code,
-        other => panic!("expected a server error, got {other}"),
     }
 }
 
@@ -536,17 +520,6 @@ fn metrics_and_health_over_http() {
     );
 }
 
-/// The server's resident memory, KiB.
-fn rss_kib(server: &TestServer) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 #[test]
 fn a_client_that_never_reads_cannot_grow_the_servers_memory() {
     let server = TestServer::start(None);
@@ -554,7 +527,7 @@ fn a_client_that_never_reads_cannot_grow_the_servers_memory() {
     server.apply_news_feed(&mut c);
     let ids: Vec<i64> = (0..200).collect();
     c.put(&user_put(&ids, now_us() - DAY_US, 1)).expect("put");
-    let before = rss_kib(&server);
+    let before = server.status_kib("VmRSS");
 
     // One slate of 200 users with embeddings: a ~60 KB reply. Send 4,000
     // of them (~240 MB of replies) and never read.
@@ -571,7 +544,7 @@ fn a_client_that_never_reads_cannot_grow_the_servers_memory() {
     // stalls; what matters is that it does not buffer without bound.
     let _ = hog.write_all(&request);
     std::thread::sleep(Duration::from_millis(500));
-    let during = rss_kib(&server);
+    let during = server.status_kib("VmRSS");
     // Others are still served meanwhile.
     let reply = c
         .get_slate(&slate_of(&[1], &["clicks_1h"], None, None))

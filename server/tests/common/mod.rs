@@ -6,9 +6,46 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use tessera_protocol::{Client, ClientOptions, SpecFile};
+use tessera_protocol::{Client, ClientError, ClientOptions, ErrorCode, SpecFile};
+
+/// A day, µs.
+pub const DAY_US: i64 = 86_400_000_000;
+
+/// Now, µs since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// The code of a server error; panics on any other failure.
+pub fn server_code(e: ClientError) -> ErrorCode {
+    match e {
+        ClientError::Server(body) => body.code,
+        other => panic!("expected a server error, got {other}"),
+    }
+}
+
+/// Runs `tessera ARGS --addr <server>`, with `stdin` piped in.
+pub fn run_cli(server: &TestServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .args(["--addr", &server.addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tessera");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        std::io::Write::write_all(&mut input, text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
 
 /// The news-feed registry spec the tests apply.
 pub const NEWS_FEED_SPEC: &str = concat!(
@@ -117,6 +154,19 @@ impl TestServer {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
         self.child.wait().expect("wait")
+    }
+}
+
+impl TestServer {
+    /// A `/proc/<pid>/status` figure of the server in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("the field is in the status")
     }
 }
 
