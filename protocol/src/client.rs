@@ -21,6 +21,7 @@ use crate::message::{
     ImportBegin, ImportBegun, ImportCommitted, ImportRows, ImportRowsReply, Put, Reply, Request,
     SlateRequest, SpecFile,
 };
+use crate::offline::{self, ExportRequest, PitLookup};
 use crate::op::{Opcode, Role};
 use crate::slate::{HistoryReply, SlateReply};
 use std::collections::HashMap;
@@ -367,6 +368,36 @@ impl Client {
         }
     }
 
+    /// `PIT_LOOKUP`: each key's features as of its own time; one part, a
+    /// row per lookup.
+    pub fn pit_lookup(&mut self, request: &PitLookup) -> Result<SlateReply, ClientError> {
+        match self.call(Opcode::PitLookup, |out| offline::encode_pit(request, out))? {
+            Reply::PitLookup(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// `EXPORT`: starts the stream; read its chunks with
+    /// [`ExportStream::next_chunk`]. The connection carries nothing else
+    /// until the stream ends, and a stream dropped before its end closes
+    /// the connection (the rest of the stream would be in the way).
+    pub fn export(&mut self, request: &ExportRequest) -> Result<ExportStream<'_>, ClientError> {
+        if !self.unanswered_imports.is_empty() {
+            return Err(ClientError::Protocol(
+                "replies to IMPORT_ROWS are still owed: receive them first".into(),
+            ));
+        }
+        self.ensure_connected()?;
+        let id = self
+            .send_frame(Opcode::Export, |out| offline::encode_export(request, out))
+            .inspect_err(|_| self.conn = None)?;
+        Ok(ExportStream {
+            client: self,
+            id,
+            done: false,
+        })
+    }
+
     /// Sends every request without waiting for replies in between, and
     /// returns each one's reply, in request order. A server error fails
     /// only its own request. If the connection is lost, requests already
@@ -608,6 +639,61 @@ impl Client {
             )));
         }
         decode_reply(op, &header, body)
+    }
+}
+
+/// The chunks of one `EXPORT`, read in order from the client's connection.
+pub struct ExportStream<'c> {
+    client: &'c mut Client,
+    id: u64,
+    done: bool,
+}
+
+impl ExportStream<'_> {
+    /// The next chunk; `None` after the last. A chunk is laid out as a
+    /// `HISTORY` reply whose first columns are the entity's key columns. An
+    /// error ends the stream.
+    pub fn next_chunk(&mut self) -> Result<Option<HistoryReply>, ClientError> {
+        if self.done {
+            return Ok(None);
+        }
+        let read = self.read_chunk();
+        match &read {
+            Ok((_, more)) => self.done = !more,
+            Err(ClientError::Server(e)) if !e.code.closes_connection() => self.done = true,
+            Err(_) => {
+                self.done = true;
+                self.client.conn = None;
+            }
+        }
+        read.map(|(chunk, _)| Some(chunk))
+    }
+
+    fn read_chunk(&mut self) -> Result<(HistoryReply, bool), ClientError> {
+        let conn = self.client.conn.as_mut().ok_or_else(not_connected)?;
+        let (header, body) = conn.read_one()?;
+        if header.request_id != self.id {
+            return Err(ClientError::Protocol(format!(
+                "reply id {} in the stream of request {}",
+                header.request_id, self.id
+            )));
+        }
+        let more = header.flags & flags::MORE != 0;
+        if more && header.flags & flags::ERROR != 0 {
+            return Err(ClientError::Protocol("an error frame with MORE set".into()));
+        }
+        match decode_reply(Opcode::Export, &header, body)? {
+            Reply::Export(chunk) => Ok((chunk, more)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+impl Drop for ExportStream<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.conn = None;
+        }
     }
 }
 

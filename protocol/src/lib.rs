@@ -22,6 +22,7 @@ mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
+mod offline;
 mod op;
 mod pool;
 pub mod slate;
@@ -30,7 +31,8 @@ mod wire;
 
 pub use body::Body;
 pub use client::{
-    Client, ClientError, ClientOptions, PIPELINE_WINDOW_BYTES, PIPELINE_WINDOW_REQUESTS,
+    Client, ClientError, ClientOptions, ExportStream, PIPELINE_WINDOW_BYTES,
+    PIPELINE_WINDOW_REQUESTS,
 };
 pub use error::{DecodeError, EncodeError, ErrorBody, ErrorCode};
 pub use frame::{
@@ -43,6 +45,7 @@ pub use message::{
     Hello, HelloReply, HistoryRequest, ImportBegin, ImportBegun, ImportCommitted, ImportRows,
     ImportRowsReply, Put, PutRow, Rejection, Reply, Request, SlatePart, SlateRequest, SpecFile,
 };
+pub use offline::{ExportRange, ExportRequest, PitLookup};
 pub use op::{Opcode, Role};
 pub use pool::{Pool, Pooled, POOL_IDLE_MAX};
 pub use slate::{

@@ -33,3 +33,8 @@ pub const MAX_SLATE_CELLS: usize = 1 << 20;
 pub const MAX_KEY_COLUMNS: usize = 4;
 /// Longest group, feature or column name, in bytes.
 pub const MAX_NAME_BYTES: usize = 63;
+/// Most lookups in one `PIT_LOOKUP`.
+pub const MAX_PIT_KEYS: usize = 4096;
+/// Most rows in one `EXPORT` chunk (a chunk also ends once its stored
+/// rows pass a quarter of the frame limit).
+pub const MAX_EXPORT_CHUNK_ROWS: usize = 16_384;

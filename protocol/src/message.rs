@@ -9,6 +9,7 @@
 use crate::body::Body;
 use crate::error::{DecodeError, EncodeError, ErrorBody, ErrorCode};
 use crate::frame::{begin_frame, begin_reply_frame, finish_frame, flags};
+use crate::offline::{self, ExportRequest, PitLookup};
 use crate::op::{Opcode, Role};
 use crate::slate::{HistoryReply, SlateReply};
 use crate::value::{decode_key, encode_key, Key, Value};
@@ -256,6 +257,10 @@ pub enum Request {
         /// The session.
         session: u64,
     },
+    /// `EXPORT`.
+    Export(ExportRequest),
+    /// `PIT_LOOKUP`.
+    PitLookup(PitLookup),
 }
 
 /// A reply, decoded.
@@ -308,6 +313,10 @@ pub enum Reply {
     ImportCommit(ImportCommitted),
     /// To `IMPORT_ABORT`.
     ImportAbort,
+    /// One chunk of an `EXPORT` stream.
+    Export(HistoryReply),
+    /// To `PIT_LOOKUP`: one part, a row per lookup.
+    PitLookup(SlateReply),
 }
 
 impl Request {
@@ -329,6 +338,8 @@ impl Request {
             Request::ImportRows(_) => Opcode::ImportRows,
             Request::ImportCommit { .. } => Opcode::ImportCommit,
             Request::ImportAbort { .. } => Opcode::ImportAbort,
+            Request::Export(_) => Opcode::Export,
+            Request::PitLookup(_) => Opcode::PitLookup,
         }
     }
 
@@ -367,6 +378,8 @@ impl Request {
             Request::ImportCommit { session } | Request::ImportAbort { session } => {
                 wire::put_u64(out, *session)
             }
+            Request::Export(e) => offline::encode_export(e, out)?,
+            Request::PitLookup(p) => offline::encode_pit(p, out)?,
         }
         Ok(())
     }
@@ -412,6 +425,8 @@ impl Request {
             Opcode::ImportAbort => Request::ImportAbort {
                 session: r.u64("session")?,
             },
+            Opcode::Export => Request::Export(offline::decode_export(&mut r)?),
+            Opcode::PitLookup => Request::PitLookup(offline::decode_pit(&mut r)?),
             Opcode::History => Request::History(HistoryRequest {
                 group: name16(&mut r, "group")?,
                 key: decode_key(&mut r)?,
@@ -425,14 +440,18 @@ impl Request {
     }
 }
 
-fn check_limit(what: &'static str, found: usize, limit: usize) -> Result<(), DecodeError> {
+pub(crate) fn check_limit(
+    what: &'static str,
+    found: usize,
+    limit: usize,
+) -> Result<(), DecodeError> {
     if found > limit {
         return Err(DecodeError::LimitExceeded { what, found, limit });
     }
     Ok(())
 }
 
-fn encode_names(names: &[String], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn encode_names(names: &[String], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     wire::put_count16(out, names.len(), "names")?;
     names
         .iter()
@@ -440,13 +459,16 @@ fn encode_names(names: &[String], out: &mut Vec<u8>) -> Result<(), EncodeError> 
 }
 
 /// A group, feature or column name: at most [`crate::MAX_NAME_BYTES`].
-fn name16(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
+pub(crate) fn name16(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
     let name = r.str16(what)?;
     check_limit("name bytes", name.len(), crate::MAX_NAME_BYTES)?;
     Ok(name.to_owned())
 }
 
-fn decode_names(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<String>, DecodeError> {
+pub(crate) fn decode_names(
+    r: &mut Reader<'_>,
+    what: &'static str,
+) -> Result<Vec<String>, DecodeError> {
     let n = r.count16(what)?;
     let mut names = Vec::with_capacity(r.capacity_for(n, 2));
     for _ in 0..n {
@@ -692,6 +714,8 @@ impl Reply {
             Reply::ImportRows(_) => Opcode::ImportRows,
             Reply::ImportCommit(_) => Opcode::ImportCommit,
             Reply::ImportAbort => Opcode::ImportAbort,
+            Reply::Export(_) => Opcode::Export,
+            Reply::PitLookup(_) => Opcode::PitLookup,
         }
     }
 
@@ -742,7 +766,8 @@ impl Reply {
                 wire::put_u32(out, c.rows);
             }
             Reply::GetSlate(s) => out.extend_from_slice(s.body().bytes()),
-            Reply::History(h) => out.extend_from_slice(h.body().bytes()),
+            Reply::History(h) | Reply::Export(h) => out.extend_from_slice(h.body().bytes()),
+            Reply::PitLookup(s) => out.extend_from_slice(s.body().bytes()),
             Reply::Stats(s) => wire::put_str32_truncated(out, s),
             Reply::ImportBegin(b) => {
                 wire::put_u64(out, b.session);
@@ -772,6 +797,8 @@ impl Reply {
         match op {
             Opcode::GetSlate => SlateReply::decode(body).map(Reply::GetSlate),
             Opcode::History => HistoryReply::decode(body).map(Reply::History),
+            Opcode::Export => HistoryReply::decode(body).map(Reply::Export),
+            Opcode::PitLookup => SlateReply::decode(body).map(Reply::PitLookup),
             _ => decode_row_reply(op, body.bytes()),
         }
     }
@@ -869,7 +896,7 @@ fn decode_row_reply(op: Opcode, body: &[u8]) -> Result<Reply, DecodeError> {
             files: r.u32("files")?,
         }),
         Opcode::ImportAbort => Reply::ImportAbort,
-        Opcode::GetSlate | Opcode::History => {
+        Opcode::GetSlate | Opcode::History | Opcode::Export | Opcode::PitLookup => {
             return Err(DecodeError::Malformed {
                 what: "reply",
                 reason: "columnar replies decode as slates",
@@ -928,6 +955,7 @@ pub fn decode_error(body: &[u8]) -> Result<ErrorBody, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offline::ExportRange;
     use proptest::prelude::*;
 
     fn key() -> impl Strategy<Value = Key> {
@@ -1042,6 +1070,38 @@ mod tests {
             ),
             any::<u64>().prop_map(|session| Request::ImportCommit { session }),
             any::<u64>().prop_map(|session| Request::ImportAbort { session }),
+            (
+                "[a-z]{1,8}",
+                names(),
+                prop_oneof![
+                    (
+                        proptest::option::of(any::<i64>()),
+                        proptest::option::of(any::<i64>())
+                    )
+                        .prop_map(|(as_of, known_at)| ExportRange::Snapshot { as_of, known_at }),
+                    (any::<i64>(), any::<i64>())
+                        .prop_map(|(from, to)| ExportRange::History { from, to }),
+                ]
+            )
+                .prop_map(|(group, features, range)| Request::Export(ExportRequest {
+                    group,
+                    features,
+                    range
+                })),
+            (
+                "[a-z]{1,8}",
+                names(),
+                proptest::option::of(any::<i64>()),
+                proptest::collection::vec((any::<i64>(), key()), 0..5)
+            )
+                .prop_map(|(group, features, known_at_lag, keys)| {
+                    Request::PitLookup(PitLookup {
+                        group,
+                        features,
+                        known_at_lag,
+                        keys,
+                    })
+                }),
             ("[a-z]{1,8}", key(), any::<i64>(), any::<i64>(), names()).prop_map(
                 |(group, key, from, to, features)| {
                     Request::History(HistoryRequest {

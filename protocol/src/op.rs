@@ -34,6 +34,10 @@ pub enum Opcode {
     ImportCommit = 0x52,
     /// Discards an import session.
     ImportAbort = 0x53,
+    /// Streams a consistent snapshot of a group, or its history, in chunks.
+    Export = 0x54,
+    /// Features of many keys of one group, each as of its own time.
+    PitLookup = 0x55,
 }
 
 impl Opcode {
@@ -53,7 +57,7 @@ impl Opcode {
     }
 
     /// Every opcode, in wire order.
-    pub const ALL: [Opcode; 15] = [
+    pub const ALL: [Opcode; 17] = [
         Opcode::Hello,
         Opcode::Ping,
         Opcode::RegistryGet,
@@ -69,6 +73,8 @@ impl Opcode {
         Opcode::ImportRows,
         Opcode::ImportCommit,
         Opcode::ImportAbort,
+        Opcode::Export,
+        Opcode::PitLookup,
     ];
 
     /// The opcode with wire value `v`, if there is one.
@@ -94,6 +100,8 @@ impl Opcode {
             Opcode::ImportRows => "IMPORT_ROWS",
             Opcode::ImportCommit => "IMPORT_COMMIT",
             Opcode::ImportAbort => "IMPORT_ABORT",
+            Opcode::Export => "EXPORT",
+            Opcode::PitLookup => "PIT_LOOKUP",
         }
     }
 

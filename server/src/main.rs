@@ -104,6 +104,20 @@ enum Command {
         #[command(flatten)]
         args: cli::ImportArgs,
     },
+    /// Export a group's rows as of a time, or its history, to Parquet.
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::ExportArgs,
+    },
+    /// Join a spine of label rows with features as they were at each row's time.
+    PitJoin {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: cli::PitJoinArgs,
+    },
     /// Load a small sample into a local engine directory and show its reads.
     Demo {
         /// Engine directory.
@@ -221,6 +235,8 @@ fn run(command: Command) -> Result<(), String> {
         Command::History { client, args } => cli::history(&client, &args),
         Command::Stats { client } => cli::stats(&client),
         Command::Import { client, args } => cli::import(&client, &args),
+        Command::Export { client, args } => cli::export(&client, &args),
+        Command::PitJoin { client, args } => cli::pit_join(&client, &args),
         Command::Demo { data_dir } => demo::run(&data_dir).map_err(|e| e.to_string()),
         Command::Check { data_dir } => demo::check(&data_dir).map_err(|e| e.to_string()),
     }

@@ -54,7 +54,7 @@ pub use options::{
     DEFAULT_SST_TARGET_BYTES, DEFAULT_ZSTD_LEVEL,
 };
 pub use read::{AsOfQuery, TableKey, MAX_BATCH_KEYS};
-pub use snapshot::Snapshot;
+pub use snapshot::{AsOfScan, Scan, Snapshot};
 pub use stats::EngineStats;
 pub use types::{
     check_limits, cmp_entity, cmp_internal, Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp,

@@ -107,9 +107,10 @@ impl Snapshot {
     }
 
     /// Every retained version of every entity of `table`, in storage order
-    /// (key ascending; per key newest first), tombstones included.
-    pub fn scan(&self, table: TableId) -> impl Iterator<Item = Result<Entry>> + '_ {
-        let mut sources: Vec<Source<'_>> = Vec::new();
+    /// (key ascending; per key newest first), tombstones included. The scan
+    /// owns what it reads, so it may outlive `self` and move across threads.
+    pub fn scan(&self, table: TableId) -> Scan {
+        let mut sources: Vec<Source<'static>> = Vec::new();
         for m in &self.view.mems {
             let rows: Vec<Entry> = m.iter_table(table).collect();
             sources.push(Box::new(rows.into_iter().map(Ok)));
@@ -119,12 +120,90 @@ impl Snapshot {
                 sources.push(Box::new(table_rows(h.table.clone(), table)));
             }
         }
-        let opts = self.options(table);
-        let (seq, now) = (self.seq, self.now);
-        MergeIter::new(sources).filter(move |r| match r {
-            Ok(e) => e.seq <= seq && retained(e.event_ts, now, opts),
-            Err(_) => true,
-        })
+        Scan {
+            merge: MergeIter::new(sources),
+            seq: self.seq,
+            now: self.now,
+            opts: self.options(table),
+            _view: self.view.clone(),
+        }
+    }
+
+    /// Each entity of `table` with its row as of `as_of` (and as known at
+    /// `known_at`), in key order: exactly what [`Snapshot::as_of`] returns
+    /// for each key, TTL and tombstones applied, entities without a
+    /// visible row left out.
+    pub fn scan_as_of(
+        &self,
+        table: TableId,
+        as_of: Timestamp,
+        known_at: Option<Timestamp>,
+    ) -> AsOfScan {
+        AsOfScan {
+            bounds: Bounds {
+                max_event_ts: as_of,
+                known_at,
+                max_seq: self.seq,
+            },
+            chosen: None,
+            scan: self.scan(table),
+        }
+    }
+}
+
+/// A snapshot's versions of one table, in storage order (see
+/// [`Snapshot::scan`]). Holds the snapshot's read view alive.
+pub struct Scan {
+    merge: MergeIter<'static>,
+    seq: SeqNo,
+    now: Timestamp,
+    opts: TableOptions,
+    _view: Arc<ReadView>,
+}
+
+impl Iterator for Scan {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        loop {
+            match self.merge.next()? {
+                Ok(e) if e.seq > self.seq || !retained(e.event_ts, self.now, self.opts) => {}
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+/// Each entity's row as of one time (see [`Snapshot::scan_as_of`]).
+pub struct AsOfScan {
+    scan: Scan,
+    bounds: Bounds,
+    /// The key whose version was already chosen; its older versions are
+    /// skipped.
+    chosen: Option<bytes::Bytes>,
+}
+
+impl Iterator for AsOfScan {
+    type Item = Result<(bytes::Bytes, Row)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let e = match self.scan.next()? {
+                Ok(e) => e,
+                Err(err) => return Some(Err(err)),
+            };
+            if self.chosen.as_ref() == Some(&e.key) || !self.bounds.admits_entry(&e) {
+                continue;
+            }
+            // Versions of a key come newest first: the first one within
+            // the bounds is the point read's answer.
+            let key = e.key.clone();
+            self.chosen = Some(key.clone());
+            let read_ts = self.bounds.max_event_ts;
+            if let Some(row) = visible(e.into(), read_ts, self.scan.now, self.scan.opts) {
+                return Some(Ok((key, row)));
+            }
+        }
     }
 }
 

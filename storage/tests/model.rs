@@ -66,6 +66,12 @@ enum Op {
         from: i64,
         to: i64,
     },
+    /// A snapshot's every entity as of one time, as an export reads it.
+    ScanAsOf {
+        t: usize,
+        at: i64,
+        known: Option<i64>,
+    },
     Flush,
     Compact,
     Reopen,
@@ -91,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec((t.clone(), k.clone()), 1..8).prop_map(Op::MultiLatestAcross),
         3 => (t.clone(), k.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, k, at, known)| Op::AsOf { t, k, at, known }),
         2 => (t.clone(), k.clone(), e.clone(), e.clone()).prop_map(|(t, k, from, to)| Op::History { t, k, from, to }),
+        1 => (t.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, at, known)| Op::ScanAsOf { t, at, known }),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
@@ -372,6 +379,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let t = TABLES[t];
                 let got = history_tuple(eng.history(t, &key(k), from, to).expect("history"));
                 prop_assert_eq!(got, model.history(t, &key(k), from, to, now));
+            }
+            Op::ScanAsOf { t, at, known } => {
+                let t = TABLES[t];
+                let got: Vec<_> = eng
+                    .snapshot()
+                    .scan_as_of(t, at, known)
+                    .map(|r| r.map(|(k, row)| (k.to_vec(), row_tuple(Some(row)))))
+                    .collect::<Result<_, _>>()
+                    .expect("scan_as_of");
+                let want: Vec<_> = (0..KEYS)
+                    .filter_map(|k| {
+                        let row = model.as_of(t, &key(k), at, known, now)?;
+                        Some((key(k), Some(row)))
+                    })
+                    .collect();
+                prop_assert_eq!(got, want, "scan_as_of t{} at {} known {:?}", t, at, known);
             }
             Op::Flush => eng.flush().expect("flush"),
             Op::Compact => eng.compact().expect("compact"),

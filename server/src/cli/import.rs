@@ -12,15 +12,12 @@
 //! and nothing is committed.
 
 use super::arrow_rows::{Column, Target};
+use super::parquet_out::{progress, ParquetOut};
 use super::rows::RegistryView;
 use super::{connect, CliError, ClientArgs};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,7 +80,7 @@ pub fn import(client: &ClientArgs, args: &ImportArgs) -> Result<(), CliError> {
             max_rows_per_s: args.max_rows_per_s,
         })
         .map_err(|e| e.to_string())?;
-    let bar = progress(total);
+    let bar = progress(Some(total));
     let started = Instant::now();
     let mut rejects = Vec::new();
     let mut sent = 0u64;
@@ -194,14 +191,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn open(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, CliError> {
+/// Opens a Parquet file for reading, or says why it is not one.
+pub(super) fn open_parquet(
+    file: &Path,
+) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, CliError> {
     let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.display()))
 }
 
 fn file_rows(file: &Path) -> Result<u64, CliError> {
-    Ok(u64::try_from(open(file)?.metadata().file_metadata().num_rows()).unwrap_or(0))
+    Ok(u64::try_from(open_parquet(file)?.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
 /// Maps the first file's columns to the group.
@@ -211,7 +211,7 @@ fn mapping(
     entity: &tessera_server::registry::Entity,
     ts_column: &str,
 ) -> Result<Mapping, CliError> {
-    let builder = open(file)?;
+    let builder = open_parquet(file)?;
     let schema = builder.schema();
     let has = |name: &str| schema.field_with_name(name).is_ok();
     let mut columns = Vec::new();
@@ -270,7 +270,7 @@ fn read_file(
     send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), CliError>,
     rejects: &mut Vec<(PathBuf, Rejection)>,
 ) -> Result<(), CliError> {
-    let reader = open(file)?
+    let reader = open_parquet(file)?
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| format!("{}: {e}", file.display()))?;
@@ -341,14 +341,6 @@ fn read_row(values: &[Column], ts: &Column, i: usize) -> Result<PutRow, String> 
     Ok(PutRow { event_ts, values })
 }
 
-fn progress(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
-
 /// Writes the dead-letter file: source file, row, reason.
 fn write_rejects(path: &Path, rejects: &[(PathBuf, Rejection)]) -> Result<(), CliError> {
     let schema = Arc::new(Schema::new(vec![
@@ -367,17 +359,8 @@ fn write_rejects(path: &Path, rejects: &[(PathBuf, Rejection)]) -> Result<(), Cl
     ));
     let batch = RecordBatch::try_new(schema.clone(), vec![files, rows, reasons])
         .map_err(|e| e.to_string())?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let out = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(out, schema, Some(props))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writer
-        .write(&batch)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writer
-        .close()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = ParquetOut::create(path, schema)?;
+    out.write(&batch)?;
+    out.finish()?;
     Ok(())
 }

@@ -1,20 +1,26 @@
 //! The client commands of the `tessera` binary: `plan`, `apply`,
-//! `registry history`, `put`, `delete`, `get`, `history`, `stats` and
-//! `import`.
+//! `registry history`, `put`, `delete`, `get`, `history`, `stats`, and
+//! the offline tools `import`, `export` and `pit-join`.
 //!
 //! Each talks to a running server over the protocol, with `--addr` and
 //! `--token` (or `TESSERA_TOKEN`). Errors are one line on stderr and a
 //! non-zero exit status (see `main.rs`).
 
+mod arrow_columns;
 mod arrow_rows;
+mod export;
 mod get;
 mod import;
+mod parquet_out;
+mod pit_join;
 mod registry;
 mod rows;
 mod values;
 
+pub use export::{export, ExportArgs};
 pub use get::{get, history, stats, GetArgs, HistoryArgs};
 pub use import::{import, ImportArgs};
+pub use pit_join::{pit_join, PitJoinArgs};
 pub use registry::{apply, plan, registry_history};
 pub use rows::{delete, put};
 

@@ -26,6 +26,7 @@ mod state;
 mod store;
 mod validate;
 
+pub use duration::{format_duration, parse_duration};
 pub use model::{
     ElementType, Entity, Feature, FeatureGroup, FeatureId, FeatureType, KeyColumn, KeyType,
     RemovedFeature, SchemaVersion, Status, TableId, TypeError, FIRST_TABLE_ID, MAX_DESCRIPTION_LEN,

@@ -11,10 +11,13 @@
 //! connection's writes, and so its reads: nothing queues up.
 //!
 //! Reads run on the async worker (a slate takes microseconds); writes and
-//! registry applies, which wait for fsync, run on the blocking pool so they
-//! never stall other connections.
+//! registry applies, which wait for fsync, and the long reads of the
+//! offline tools run on the blocking pool so they never stall other
+//! connections. An `EXPORT` streams its chunks one at a time, each written
+//! before the next is built, so a slow reader slows only its export.
 
 use super::auth::Session;
+use super::export::Export;
 use super::import::{self, Imports};
 use super::service::{fail, Failure};
 use super::Shared;
@@ -67,6 +70,7 @@ pub(super) async fn serve(
         session: None,
         out: Vec::with_capacity(WRITE_BATCH_BYTES),
         imports: Imports::default(),
+        export: None,
         body: Vec::new(),
     };
     let idle = conn.shared.config.idle_timeout;
@@ -105,6 +109,15 @@ pub(super) async fn serve(
             .is_err()
         {
             break;
+        }
+        if let Some((id, export)) = conn.export.take() {
+            if conn
+                .stream_export(id, export, &mut writer, &shutdown, idle)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
         if let Next::Close = next {
             linger(&mut writer, &mut reader).await;
@@ -154,6 +167,8 @@ struct Connection {
     out: Vec<u8>,
     /// Import sessions this connection opened; dropped (aborted) with it.
     imports: Imports,
+    /// An `EXPORT` just opened, to stream once its request is handled.
+    export: Option<(u64, Export)>,
     /// The last request body's buffer, reused.
     body: Vec<u8>,
 }
@@ -288,6 +303,8 @@ impl Connection {
             Request::ImportRows(rows) => self.import_rows(h.request_id, rows).await,
             Request::ImportCommit { session: id } => self.import_commit(h.request_id, id).await,
             Request::ImportAbort { session: id } => self.import_abort(h.request_id, id),
+            Request::Export(req) => Export::open(&self.shared.service, &req)
+                .map(|export| self.export = Some((h.request_id, export))),
             Request::Stats => {
                 let mut stats = self.shared.service.stats_json();
                 stats["server"] = self.shared.metrics.server_json();
@@ -321,7 +338,7 @@ impl Connection {
         received: Instant,
     ) -> Result<(), Failure> {
         let start = self.out.len();
-        let result = if waits_for_disk(op) {
+        let result = if runs_on_blocking_pool(op) {
             let shared = self.shared.clone();
             let session = session.clone();
             // The reply is built apart and appended, so a panic in the
@@ -416,6 +433,53 @@ impl Connection {
         drop(self.imports.take(id)?);
         encode_reply(request_id, &Reply::ImportAbort, &mut self.out);
         Ok(())
+    }
+
+    /// Streams an export's chunks, each built on the blocking pool and
+    /// written before the next. A failure, or the server shutting down,
+    /// ends the stream with an error frame; the connection stays open.
+    async fn stream_export(
+        &mut self,
+        request_id: u64,
+        mut export: Export,
+        writer: &mut tokio::net::tcp::OwnedWriteHalf,
+        shutdown: &watch::Receiver<bool>,
+        idle: Duration,
+    ) -> std::io::Result<()> {
+        let max_reply = self.shared.service.max_reply_bytes();
+        loop {
+            if *shutdown.borrow() {
+                let f = fail(ErrorCode::Unavailable, "the server is shutting down");
+                self.error(request_id, Opcode::Export as u8, Some(Opcode::Export), f);
+                return self.flush_unless_pipelining(writer, false, idle).await;
+            }
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let result = export.next_chunk(request_id, max_reply, &mut out);
+                (export, result, out)
+            })
+            .await;
+            let failure = match joined {
+                Ok((next, Ok(last), out)) => {
+                    self.out.extend_from_slice(&out);
+                    self.flush_unless_pipelining(writer, false, idle).await?;
+                    if last {
+                        return Ok(());
+                    }
+                    export = next;
+                    continue;
+                }
+                Ok((_, Err(f), _)) => f,
+                Err(e) => panicked(e),
+            };
+            self.error(
+                request_id,
+                Opcode::Export as u8,
+                Some(Opcode::Export),
+                failure,
+            );
+            return self.flush_unless_pipelining(writer, false, idle).await;
+        }
     }
 
     fn hello(&mut self, request_id: u64, hello: &tessera_protocol::Hello) -> Next {
@@ -513,7 +577,12 @@ fn deadline_exceeded() -> Failure {
     )
 }
 
-/// True for operations that wait for fsync (or a registry file write).
-fn waits_for_disk(op: Opcode) -> bool {
-    matches!(op, Opcode::Put | Opcode::Delete | Opcode::RegistryApply)
+/// True for operations that wait for fsync (or a registry file write), and
+/// for `PIT_LOOKUP`, whose thousands of reads would hold up the worker's
+/// other connections for milliseconds.
+fn runs_on_blocking_pool(op: Opcode) -> bool {
+    matches!(
+        op,
+        Opcode::Put | Opcode::Delete | Opcode::RegistryApply | Opcode::PitLookup
+    )
 }

@@ -15,6 +15,7 @@
 mod auth;
 mod config;
 mod conn;
+mod export;
 mod http;
 mod import;
 mod metrics;

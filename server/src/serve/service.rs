@@ -261,6 +261,7 @@ impl Service {
         let reply = match request {
             Request::GetSlate(req) => return slate::get_slate(self, request_id, &req, out),
             Request::History(req) => return slate::history(self, request_id, &req, out),
+            Request::PitLookup(req) => return slate::pit_lookup(self, request_id, &req, out),
             Request::Ping(payload) => Reply::Ping(payload),
             Request::Put(put) => Reply::Put(super::write::put(self, &put)?),
             Request::Delete(del) => Reply::Delete(super::write::delete(self, &del)?),
@@ -275,12 +276,14 @@ impl Service {
                 return Err(fail(ErrorCode::BadRequest, "HELLO was already sent"));
             }
             Request::Stats
+            | Request::Export(_)
             | Request::ImportBegin(_)
             | Request::ImportRows(_)
             | Request::ImportCommit { .. }
             | Request::ImportAbort { .. } => {
                 // `conn` runs these: import sessions belong to connections,
-                // and STATS adds the server's counters.
+                // an export streams on its connection, and STATS adds the
+                // server's counters.
                 return Err(fail(
                     ErrorCode::Internal,
                     "a per-connection request reached the stateless path",

@@ -1,4 +1,5 @@
-//! `GET_SLATE` and `HISTORY`: keys to engine reads to columnar replies.
+//! `GET_SLATE`, `PIT_LOOKUP` and `HISTORY`: keys to engine reads to
+//! columnar replies.
 //!
 //! A slate's keys, from every part, go to the engine in one batched read
 //! (`multi_latest_across`), so their memory latency overlaps. Each found
@@ -17,8 +18,8 @@ use crate::row::{RawValue, RowSchema};
 use std::sync::Arc;
 use tessera_protocol::{
     begin_reply_frame, finish_frame, tag, ColumnError, ColumnWriter, ErrorCode, HistoryRequest,
-    Opcode, PartWriter, SlateReplyWriter, SlateRequest, Value, HEADER_LEN, MAX_HISTORY_VERSIONS,
-    MAX_SLATE_CELLS, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
+    Opcode, PartWriter, PitLookup, SlateReplyWriter, SlateRequest, Value, HEADER_LEN,
+    MAX_HISTORY_VERSIONS, MAX_PIT_KEYS, MAX_SLATE_CELLS, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
 };
 use tessera_storage::{AsOfQuery, Row, TableKey, Timestamp};
 
@@ -41,11 +42,11 @@ pub fn wire_type(ty: FeatureType) -> (u8, u32) {
 }
 
 /// One part of a slate, resolved.
-struct PartPlan {
-    schema: RowSchema,
-    reply: Arc<ReplyColumns>,
+pub(super) struct PartPlan {
+    pub(super) schema: RowSchema,
+    pub(super) reply: Arc<ReplyColumns>,
     /// Its keys' range in the slate's key list.
-    keys: std::ops::Range<usize>,
+    pub(super) keys: std::ops::Range<usize>,
 }
 
 /// Executes `GET_SLATE`, appending the reply frame to `out`.
@@ -81,16 +82,7 @@ pub fn get_slate(
             })?;
             key_ends.push(key_bytes.len());
         }
-        let cells = part.keys.len().saturating_mul(reply.columns.len());
-        if cells > MAX_SLATE_CELLS {
-            let msg = format!(
-                "group `{}`: {} keys × {} features is {cells} values; a part holds at most {MAX_SLATE_CELLS}",
-                part.group,
-                part.keys.len(),
-                reply.columns.len()
-            );
-            return Err(fail(ErrorCode::LimitExceeded, msg));
-        }
+        check_cells(&part.group, part.keys.len(), reply.columns.len())?;
         plans.push(PartPlan {
             schema,
             reply,
@@ -103,15 +95,105 @@ pub fn get_slate(
     let mut writer = SlateReplyWriter::new(out, plans.len() as u16);
     for plan in &plans {
         let part_rows = &rows[plan.keys.clone()];
-        let found: Vec<bool> = part_rows.iter().map(Option::is_some).collect();
-        let event_ts: Vec<i64> = part_rows
-            .iter()
-            .map(|r| r.as_ref().map_or(0, |r| r.event_ts))
-            .collect();
-        let mut part = writer.part(&found, &event_ts, plan.reply.columns.len() as u16);
-        let values = part_rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
-        write_columns(&mut part, plan, values, service.max_reply_bytes())?;
+        write_part(&mut writer, plan, part_rows, service.max_reply_bytes())?;
     }
+    finish_frame(out, frame);
+    Ok(())
+}
+
+/// Writes one part: the found bitmap and event times of `rows`, then the
+/// projected columns.
+fn write_part(
+    writer: &mut SlateReplyWriter<'_>,
+    plan: &PartPlan,
+    rows: &[Option<Row>],
+    max_reply_bytes: usize,
+) -> Result<(), Failure> {
+    let found: Vec<bool> = rows.iter().map(Option::is_some).collect();
+    let event_ts: Vec<i64> = rows
+        .iter()
+        .map(|r| r.as_ref().map_or(0, |r| r.event_ts))
+        .collect();
+    let mut part = writer.part(&found, &event_ts, plan.reply.columns.len() as u16);
+    let values = rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
+    write_columns(&mut part, plan, values, max_reply_bytes)
+}
+
+/// Refuses a part of `keys` rows of `columns` features over the cell limit.
+fn check_cells(group: &str, keys: usize, columns: usize) -> Result<(), Failure> {
+    let cells = keys.saturating_mul(columns);
+    if cells > MAX_SLATE_CELLS {
+        let msg = format!(
+            "group `{group}`: {keys} keys × {columns} features is {cells} values; a part holds at most {MAX_SLATE_CELLS}"
+        );
+        return Err(fail(ErrorCode::LimitExceeded, msg));
+    }
+    Ok(())
+}
+
+/// Executes `PIT_LOOKUP`, appending the reply frame (a one-part slate, a
+/// row per lookup) to `out`. Each key is read as of its own time, as a
+/// slate with that `as_of` would read it; with a lag, as known at that
+/// time minus the lag.
+pub fn pit_lookup(
+    service: &Service,
+    request_id: u64,
+    req: &PitLookup,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    if req.keys.len() > MAX_PIT_KEYS {
+        let msg = format!(
+            "a PIT_LOOKUP holds at most {MAX_PIT_KEYS} keys; this one has {}",
+            req.keys.len()
+        );
+        return Err(fail(ErrorCode::LimitExceeded, msg));
+    }
+    if req.known_at_lag.is_some_and(|lag| lag < 0) {
+        return Err(fail(
+            ErrorCode::Validation,
+            "known_at_lag must not be negative",
+        ));
+    }
+    let (schema, reply) = service.projection(&req.group, &req.features)?;
+    check_cells(&req.group, req.keys.len(), reply.columns.len())?;
+    let mut key_bytes = Vec::with_capacity(req.keys.len() * 16);
+    let mut key_ends = Vec::with_capacity(req.keys.len());
+    for (i, (_, key)) in req.keys.iter().enumerate() {
+        encode_key(schema.keys(), key, &mut key_bytes).map_err(|e| {
+            fail(
+                ErrorCode::Validation,
+                format!("group `{}`, key {i}: {e}", req.group),
+            )
+        })?;
+        key_ends.push(key_bytes.len());
+    }
+    let mut start = 0;
+    let queries: Vec<AsOfQuery<'_>> = req
+        .keys
+        .iter()
+        .zip(&key_ends)
+        .map(|(&(as_of, _), &end)| {
+            let key = &key_bytes[start..end];
+            start = end;
+            AsOfQuery {
+                key,
+                as_of,
+                known_at: req.known_at_lag.map(|lag| as_of.saturating_sub(lag)),
+            }
+        })
+        .collect();
+    let rows = service
+        .engine()
+        .multi_as_of(schema.group().table_id, &queries)
+        .map_err(storage_failure)?;
+    let plan = PartPlan {
+        schema,
+        reply,
+        keys: 0..rows.len(),
+    };
+    let frame = begin_reply_frame(request_id, Opcode::PitLookup, out);
+    let mut writer = SlateReplyWriter::new(out, 1);
+    write_part(&mut writer, &plan, &rows, service.max_reply_bytes())?;
     finish_frame(out, frame);
     Ok(())
 }
@@ -166,7 +248,7 @@ fn read_rows(
 }
 
 /// Writes the projected columns of `rows` (`None`: not found).
-fn write_columns<'r>(
+pub(super) fn write_columns<'r>(
     part: &mut PartWriter<'_>,
     plan: &PartPlan,
     rows: impl Iterator<Item = Option<&'r [u8]>>,

@@ -1,0 +1,328 @@
+//! `tessera pit-join`: point-in-time-correct training sets.
+//!
+//! For every row of the spine (a Parquet file of labels: entity keys, a
+//! timestamp `ts`, anything else) and each requested group, the row gets
+//! the group's features as they were at `ts`: the version with the
+//! greatest `event_ts <= ts`, null if that version is a tombstone or older
+//! than `ts - ttl`, never a later one; with `--known-at-lag L`, only among
+//! versions ingested by `ts - L`. These are exactly the rules of a slate
+//! read with `as_of = ts` (and `known_at = ts - L`), served by the same
+//! engine read (`PIT_LOOKUP`), so training sees what serving saw.
+//!
+//! Every spine row is kept, in order, with its own columns; a row whose
+//! key or timestamp is null, or that has no earlier version, gets nulls.
+//! Each group adds `group__feature` columns and `group__event_ts`, the
+//! event time of the version used. Groups keyed by different entities are
+//! joined in the same pass: each spine batch is looked up in every group,
+//! then written.
+
+use super::arrow_columns::{arrow_type, timestamp_type, ColumnBuilder};
+use super::arrow_rows::{Column as SpineColumn, Target};
+use super::export::chosen_features;
+use super::import::open_parquet;
+use super::parquet_out::{progress, ParquetOut};
+use super::rows::RegistryView;
+use super::{connect, CliError, ClientArgs};
+use arrow_array::builder::TimestampMicrosecondBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value};
+use tessera_server::registry::{parse_duration, FeatureType, KeyType};
+
+/// Spine rows read, looked up and written at a time.
+const SPINE_BATCH_ROWS: usize = 65_536;
+/// Lookups per `PIT_LOOKUP`: small enough that several fit the client's
+/// pipeline window, so the server reads one batch while the client builds
+/// the next.
+const LOOKUPS_PER_REQUEST: usize = 1024;
+
+/// Arguments of `tessera pit-join`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PitJoinArgs {
+    /// The spine: a Parquet file of label rows.
+    #[arg(long)]
+    pub spine: PathBuf,
+    /// The spine's timestamp column.
+    #[arg(long, default_value = "ts")]
+    pub timestamp_column: String,
+    /// `GROUP:f1,f2` (or `GROUP` for every active feature); repeat for
+    /// more groups.
+    #[arg(long = "features", required = true)]
+    pub features: Vec<String>,
+    /// `GROUP:key_column=spine_column`, for a key column the spine names
+    /// differently; repeat as needed.
+    #[arg(long = "key-map")]
+    pub key_map: Vec<String>,
+    /// Only versions ingested this long before each row's time (`30s`,
+    /// `5m`, `1h`, `1d`).
+    #[arg(long)]
+    pub known_at_lag: Option<String>,
+    /// The Parquet file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One requested group, resolved against the registry and the spine.
+struct GroupPlan {
+    group: String,
+    features: Vec<(String, FeatureType)>,
+    /// `(spine column index, key type)` per key column, in key order.
+    keys: Vec<(usize, KeyType)>,
+}
+
+/// Runs a point-in-time join.
+pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError> {
+    let lag = args
+        .known_at_lag
+        .as_deref()
+        .map(|d| parse_duration(d).map(|s| s.saturating_mul(1_000_000)))
+        .transpose()?;
+    let spine = open_parquet(&args.spine)?;
+    let total = spine.metadata().file_metadata().num_rows().max(0) as u64;
+    let spine_schema = spine.schema().clone();
+    let ts_index = spine_schema
+        .index_of(&args.timestamp_column)
+        .map_err(|_| column_missing(args, &args.timestamp_column, "the timestamp column"))?;
+    let mut c = connect(client)?;
+    let registry = RegistryView::fetch(&mut c)?;
+    let plans = args
+        .features
+        .iter()
+        .map(|spec| plan_group(&registry, &spine_schema, args, spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_key_maps(args, &plans)?;
+    let schema = output_schema(&spine_schema, &plans)?;
+    let mut out = ParquetOut::create(&args.out, schema.clone())?;
+    let reader = spine
+        .with_batch_size(SPINE_BATCH_ROWS)
+        .build()
+        .map_err(|e| format!("{}: {e}", args.spine.display()))?;
+    let bar = progress(Some(total));
+    let started = Instant::now();
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("{}: {e}", args.spine.display()))?;
+        let ts = SpineColumn::new(Target::EventTs, batch.column(ts_index)).map_err(|e| {
+            format!(
+                "{}: column `{}`: {e}",
+                args.spine.display(),
+                args.timestamp_column
+            )
+        })?;
+        let times: Vec<Option<i64>> = (0..batch.num_rows()).map(|i| ts.event_ts(i)).collect();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for plan in &plans {
+            columns.extend(join_group(&mut c, plan, &batch, &times, lag)?);
+        }
+        let joined = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
+        out.write(&joined)?;
+        bar.inc(batch.num_rows() as u64);
+    }
+    let rows = out.finish()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "joined {rows} spine rows with {} group(s) into {} in {secs:.2} s ({:.0} rows/s)",
+        plans.len(),
+        args.out.display(),
+        rows as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn column_missing(args: &PitJoinArgs, column: &str, what: &str) -> String {
+    format!(
+        "{}: the spine has no column `{column}` ({what})",
+        args.spine.display()
+    )
+}
+
+/// Resolves `GROUP[:f1,f2]`: its features and where the spine holds its
+/// key columns.
+fn plan_group(
+    registry: &RegistryView,
+    spine: &Schema,
+    args: &PitJoinArgs,
+    spec: &str,
+) -> Result<GroupPlan, CliError> {
+    let (name, list) = spec.split_once(':').unwrap_or((spec, ""));
+    let (group, entity) = registry.group(name)?;
+    let asked: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let features = chosen_features(group, &asked)?;
+    let keys = entity
+        .keys
+        .iter()
+        .map(|k| {
+            let column = mapped_column(&args.key_map, name, &k.name).unwrap_or(&k.name);
+            let what = format!("key `{}` of group `{name}`; map it with --key-map", k.name);
+            let index = spine
+                .index_of(column)
+                .map_err(|_| column_missing(args, column, &what))?;
+            Ok((index, k.ty))
+        })
+        .collect::<Result<_, CliError>>()?;
+    Ok(GroupPlan {
+        group: name.to_owned(),
+        features,
+        keys,
+    })
+}
+
+/// The spine column `--key-map` names for `group`'s key `key`.
+fn mapped_column<'a>(maps: &'a [String], group: &str, key: &str) -> Option<&'a str> {
+    maps.iter().find_map(|m| {
+        let (g, pair) = m.split_once(':')?;
+        let (k, column) = pair.split_once('=')?;
+        (g == group && k == key).then_some(column)
+    })
+}
+
+/// Every `--key-map` is well-formed and names a joined group's key.
+fn check_key_maps(args: &PitJoinArgs, plans: &[GroupPlan]) -> Result<(), CliError> {
+    for m in &args.key_map {
+        let parsed = m
+            .split_once(':')
+            .and_then(|(g, pair)| pair.split_once('=').map(|(k, _)| (g, k)));
+        let Some((group, _)) = parsed else {
+            return Err(format!(
+                "--key-map `{m}`: write GROUP:key_column=spine_column"
+            ));
+        };
+        if !plans.iter().any(|p| p.group == group) {
+            return Err(format!(
+                "--key-map `{m}`: `{group}` is not one of the joined groups"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The spine's columns, then each group's `group__feature` columns and
+/// `group__event_ts`.
+fn output_schema(spine: &Schema, plans: &[GroupPlan]) -> Result<SchemaRef, CliError> {
+    let mut fields: Vec<Field> = spine.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for plan in plans {
+        for (name, ty) in &plan.features {
+            fields.push(Field::new(
+                format!("{}__{name}", plan.group),
+                arrow_type(*ty),
+                true,
+            ));
+        }
+        fields.push(Field::new(
+            format!("{}__event_ts", plan.group),
+            timestamp_type(),
+            true,
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = fields.iter().find(|f| !seen.insert(f.name().clone())) {
+        return Err(format!(
+            "the output would have two columns named `{}` (is a group joined twice, or does the spine already have it?)",
+            dup.name()
+        ));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Looks up one spine batch in one group; returns the group's output
+/// columns for the batch.
+fn join_group(
+    c: &mut Client,
+    plan: &GroupPlan,
+    batch: &RecordBatch,
+    times: &[Option<i64>],
+    lag: Option<i64>,
+) -> Result<Vec<ArrayRef>, CliError> {
+    let key_columns = plan
+        .keys
+        .iter()
+        .map(|&(index, ty)| SpineColumn::new(Target::Key(ty), batch.column(index)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("group `{}`: {e}", plan.group))?;
+    // Rows with a null key column or time are not looked up: they get nulls.
+    let mut lookups: Vec<(i64, Key)> = Vec::with_capacity(times.len());
+    let mut slot: Vec<Option<usize>> = Vec::with_capacity(times.len());
+    for (i, ts) in times.iter().enumerate() {
+        let key: Option<Key> = key_columns
+            .iter()
+            .map(|k| k.value(i).ok().filter(|v| *v != Value::Null))
+            .collect();
+        match (ts, key) {
+            (Some(ts), Some(key)) => {
+                slot.push(Some(lookups.len()));
+                lookups.push((*ts, key));
+            }
+            _ => slot.push(None),
+        }
+    }
+    let replies = look_up(c, plan, lookups, lag)?;
+    let views: Vec<&tessera_protocol::PartView> = replies
+        .iter()
+        .map(|r| {
+            r.parts()
+                .first()
+                .ok_or("a PIT_LOOKUP reply without its part")
+        })
+        .collect::<Result<_, _>>()?;
+    let mut builders: Vec<ColumnBuilder> = plan
+        .features
+        .iter()
+        .map(|(_, ty)| ColumnBuilder::new(*ty, times.len()))
+        .collect();
+    let mut event_ts = TimestampMicrosecondBuilder::with_capacity(times.len()).with_timezone("UTC");
+    for s in &slot {
+        let Some(j) = s else {
+            builders.iter_mut().for_each(ColumnBuilder::append_null);
+            event_ts.append_null();
+            continue;
+        };
+        let (part, row) = (views[j / LOOKUPS_PER_REQUEST], j % LOOKUPS_PER_REQUEST);
+        for (builder, column) in builders.iter_mut().zip(part.columns()) {
+            builder
+                .append(column, row)
+                .map_err(|e| format!("group `{}`: {e}", plan.group))?;
+        }
+        event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
+    }
+    let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
+    arrays.push(Arc::new(event_ts.finish()));
+    Ok(arrays)
+}
+
+/// Sends the lookups in pipelined `PIT_LOOKUP`s; one reply per
+/// [`LOOKUPS_PER_REQUEST`] lookups, in order.
+fn look_up(
+    c: &mut Client,
+    plan: &GroupPlan,
+    mut lookups: Vec<(i64, Key)>,
+    lag: Option<i64>,
+) -> Result<Vec<SlateReply>, CliError> {
+    let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
+    let mut requests = Vec::with_capacity(lookups.len().div_ceil(LOOKUPS_PER_REQUEST));
+    while !lookups.is_empty() {
+        let rest = lookups.split_off(lookups.len().min(LOOKUPS_PER_REQUEST));
+        requests.push(Request::PitLookup(PitLookup {
+            group: plan.group.clone(),
+            features: features.clone(),
+            known_at_lag: lag,
+            keys: std::mem::replace(&mut lookups, rest),
+        }));
+    }
+    let replies = c.pipeline(&requests).map_err(|e| e.to_string())?;
+    replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(Reply::PitLookup(reply)) => Ok(reply),
+            Ok(other) => Err(format!("unexpected {} reply", other.opcode().name())),
+            Err(e) => Err(format!("group `{}`: {e}", plan.group)),
+        })
+        .collect()
+}
