@@ -18,7 +18,7 @@ use super::parquet_out::{progress, ParquetOut};
 use super::rows::RegistryView;
 use super::values::parse_ts_text;
 use super::{connect, CliError, ClientArgs};
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,36 +157,38 @@ fn layout(entity: &Entity, features: &[(String, FeatureType)], history: bool) ->
 /// One chunk as a record batch of the output's schema.
 fn to_batch(layout: &Layout, chunk: &HistoryReply) -> Result<RecordBatch, CliError> {
     let rows = chunk.rows();
-    let types = layout.keys.iter().chain(&layout.features);
-    if chunk.columns().len() != layout.keys.len() + layout.features.len() {
+    let marker = usize::from(layout.history);
+    let expected = layout.keys.len() + marker + layout.features.len();
+    if chunk.columns().len() != expected {
         return Err(format!(
-            "the server sent {} columns; the registry says {}",
-            chunk.columns().len(),
-            layout.keys.len() + layout.features.len()
+            "the server sent {} columns; the registry says {expected}",
+            chunk.columns().len()
         ));
     }
+    let (keys, rest) = chunk.columns().split_at(layout.keys.len());
+    let (deleted, features) = rest.split_at(marker);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(layout.schema.fields().len());
     let ts = |f: &dyn Fn(usize) -> i64| -> ArrayRef {
         Arc::new(TimestampMicrosecondArray::from_iter_values((0..rows).map(f)).with_timezone("UTC"))
     };
-    let mut columns = chunk.columns().iter().zip(types).map(|(column, ty)| {
-        let mut builder = ColumnBuilder::new(*ty, rows);
-        (0..rows)
-            .try_for_each(|i| builder.append(column, i))
-            .map(|()| builder.finish())
-    });
-    for _ in 0..layout.keys.len() {
-        arrays.push(columns.next().ok_or("missing key column")??);
-    }
+    let build = |columns: &[tessera_protocol::Column], types: &[FeatureType]| {
+        columns
+            .iter()
+            .zip(types)
+            .map(|(column, ty)| {
+                let mut builder = ColumnBuilder::new(*ty, rows);
+                (0..rows)
+                    .try_for_each(|i| builder.append(column, i))
+                    .map(|()| builder.finish())
+            })
+            .collect::<Result<Vec<ArrayRef>, String>>()
+    };
+    arrays.extend(build(keys, &layout.keys)?);
     arrays.push(ts(&|i| chunk.event_ts(i)));
-    if layout.history {
+    if let [marker] = deleted {
         arrays.push(ts(&|i| chunk.ingest_ts(i)));
-        arrays.push(Arc::new(BooleanArray::from_iter(
-            (0..rows).map(|i| Some(chunk.tombstone(i))),
-        )));
+        arrays.push(build(std::slice::from_ref(marker), &[FeatureType::Bool])?.remove(0));
     }
-    for column in columns {
-        arrays.push(column?);
-    }
+    arrays.extend(build(features, &layout.features)?);
     RecordBatch::try_new(layout.schema.clone(), arrays).map_err(|e| e.to_string())
 }

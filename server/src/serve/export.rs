@@ -2,9 +2,11 @@
 //!
 //! The snapshot is taken when the request arrives; every chunk reads from
 //! it, so the export is consistent however long it takes and whatever is
-//! written meanwhile. A chunk is a frame laid out as a `HISTORY` reply whose
-//! first columns are the entity's key columns, followed by the projected
-//! features; every frame but the last has `MORE` set. A chunk holds at most
+//! written meanwhile. A chunk is a frame laid out as a `HISTORY` reply in
+//! which every row is found; its columns are the entity's key columns,
+//! then, for a history export, the `bool` column [`DELETED_COLUMN`] (true
+//! for a tombstone, whose features are null), then the projected features.
+//! Every frame but the last has `MORE` set. A chunk holds at most
 //! [`MAX_EXPORT_CHUNK_ROWS`] rows and stops growing once its stored rows
 //! pass a quarter of the reply limit, so the server holds one chunk per
 //! export, and a client that stops reading stops the export (the socket
@@ -17,9 +19,13 @@ use crate::row::key::decode_key;
 use bytes::Bytes;
 use tessera_protocol::{
     begin_frame, finish_frame, flags, tag, ErrorCode, ExportRange, ExportRequest, Opcode,
-    PartWriter, MAX_EXPORT_CHUNK_ROWS,
+    PartWriter, Value, MAX_EXPORT_CHUNK_ROWS,
 };
 use tessera_storage::Timestamp;
+
+/// The column of a history export that marks tombstones. Its name cannot
+/// be a feature's (names start with a letter).
+pub(crate) const DELETED_COLUMN: &str = "__deleted";
 
 /// One exported version.
 struct ExportRow {
@@ -37,6 +43,8 @@ type Rows = Box<dyn Iterator<Item = tessera_storage::Result<ExportRow>> + Send>;
 pub(crate) struct Export {
     plan: PartPlan,
     rows: Rows,
+    /// A history export, whose chunks mark tombstones.
+    history: bool,
 }
 
 impl Export {
@@ -88,7 +96,12 @@ impl Export {
             reply,
             keys: 0..0,
         };
-        Ok(Export { plan, rows })
+        let history = matches!(req.range, ExportRange::History { .. });
+        Ok(Export {
+            plan,
+            rows,
+            history,
+        })
     }
 
     /// Appends the next chunk's frame to `out`; `Ok(true)` if it was the
@@ -138,14 +151,27 @@ impl Export {
         max_reply_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), Failure> {
-        let live: Vec<bool> = rows.iter().map(|r| r.value.is_some()).collect();
+        let found = vec![true; rows.len()];
         let event_ts: Vec<i64> = rows.iter().map(|r| r.event_ts).collect();
         let ingest_ts: Vec<i64> = rows.iter().map(|r| r.ingest_ts).collect();
         let seq: Vec<u64> = rows.iter().map(|r| r.seq).collect();
         let keys = self.plan.schema.keys();
-        let columns = keys.len() + self.plan.reply.columns.len();
-        let mut part = PartWriter::history(out, &live, &event_ts, &ingest_ts, &seq, columns as u16);
+        let columns = keys.len() + usize::from(self.history) + self.plan.reply.columns.len();
+        let mut part =
+            PartWriter::history(out, &found, &event_ts, &ingest_ts, &seq, columns as u16);
         self.write_keys(&mut part, rows)?;
+        if self.history {
+            let mut deleted = part.column(DELETED_COLUMN, tag::BOOL, 0);
+            for row in rows {
+                let tombstone = Value::Bool(row.value.is_none());
+                deleted
+                    .push(&tombstone)
+                    .map_err(|e| fail(ErrorCode::Internal, format!("export: {e}")))?;
+            }
+            deleted
+                .finish()
+                .map_err(|e| fail(ErrorCode::Internal, format!("export: {e}")))?;
+        }
         let values = rows.iter().map(|r| r.value.as_deref());
         write_columns(&mut part, &self.plan, values, max_reply_bytes)
     }
