@@ -2,11 +2,17 @@
 //!
 //! Generates (once, deterministically) a Parquet file of `--rows` rows over
 //! `--entities` entities, each row 10 float32 features with event times
-//! spread over a year, applies a registry group for it, and times
-//! `tessera import` of the file end to end (the CLI's Parquet reading
-//! included). With `--slates`, slates of that group are then timed at idle
-//! and while the file is imported a second time, for p99 at idle and
-//! under an import.
+//! spread over a year, and a spine of `--spine-rows` label rows
+//! (`entity_id`, `ts`, `label`) over the same year; applies a registry
+//! group for the rows, and times, end to end through the `tessera` CLI:
+//! - `tessera import` of the file;
+//! - `tessera export` of a snapshot (one row per entity) and of the whole
+//!   history (every row);
+//! - `tessera pit-join` of the spine with the group, with its peak RSS.
+//!
+//! With `--slates`, slates of that group are then timed at idle and while
+//! the file is imported a second time, for p99 at idle and under an
+//! import. `--no-import` reuses data a previous run imported.
 
 use crate::net_bench::BoxError;
 use arrow_array::{ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
@@ -67,6 +73,12 @@ pub struct OfflineArgs {
     /// Also time slates of 51 keys of the group at idle and during the import.
     #[arg(long)]
     slates: bool,
+    /// Label rows of the generated spine.
+    #[arg(long, default_value_t = 1_000_000)]
+    spine_rows: u64,
+    /// The data is already imported (by an earlier run on this server).
+    #[arg(long)]
+    no_import: bool,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -84,13 +96,58 @@ pub fn offline(args: &OfflineArgs) -> Result<(), BoxError> {
             started.elapsed().as_secs_f64()
         );
     }
+    let spine = args.dir.join(format!(
+        "spine-{}-{}.parquet",
+        args.spine_rows, args.entities
+    ));
+    if !spine.exists() {
+        generate_spine(&spine, args.spine_rows, args.entities)?;
+    }
     let mut client = Client::connect(args.addr.as_str(), ClientOptions::default())?;
     apply_spec(&mut client)?;
-    let secs = import(args, &file)?;
+    if !args.no_import {
+        let secs = import(args, &file)?;
+        println!(
+            "import: {} rows of {FEATURES} float32 features in {secs:.2} s = {:.0} rows/s",
+            args.rows,
+            args.rows as f64 / secs
+        );
+        wait_for_compaction(&mut client)?;
+    }
+    for (what, extra) in [("snapshot", &[][..]), ("history", &["--history"][..])] {
+        let out = args.dir.join(format!("export-{what}.parquet"));
+        let mut cli = vec!["export", "--group", GROUP, "--out", path_str(&out)?];
+        cli.extend_from_slice(extra);
+        let run = run_tessera(args, &cli)?;
+        let rows = parquet_rows(&out)?;
+        println!(
+            "export {what}: {rows} rows in {:.2} s = {:.0} rows/s (CLI peak RSS {} MiB)",
+            run.secs,
+            rows as f64 / run.secs,
+            run.max_rss_kib / 1024
+        );
+    }
+    let out = args.dir.join("training.parquet");
+    let features = format!("{GROUP}:{}", feature_names().join(","));
+    let cli = [
+        "pit-join",
+        "--spine",
+        path_str(&spine)?,
+        "--timestamp-column",
+        "ts",
+        "--features",
+        &features,
+        "--out",
+        path_str(&out)?,
+    ];
+    let run = run_tessera(args, &cli)?;
     println!(
-        "import: {} rows of {FEATURES} float32 features in {secs:.2} s = {:.0} rows/s",
+        "pit-join: {} spine rows × {} rows in {:.2} s = {:.0} rows/s, CLI peak RSS {} MiB",
+        args.spine_rows,
         args.rows,
-        args.rows as f64 / secs
+        run.secs,
+        args.spine_rows as f64 / run.secs,
+        run.max_rss_kib / 1024
     );
     if !args.slates {
         return Ok(());
@@ -98,7 +155,6 @@ pub fn offline(args: &OfflineArgs) -> Result<(), BoxError> {
     // Slates over the imported data, idle (compaction done, caches warm),
     // then while the same file is imported again (a second version of
     // every row).
-    wait_for_compaction(&mut client)?;
     time_slates(
         &args.addr,
         args.entities,
@@ -159,16 +215,105 @@ fn wait_for_compaction(client: &mut Client) -> Result<(), BoxError> {
 
 /// Runs `tessera import` of `file`; returns its wall time.
 fn import(args: &OfflineArgs, file: &Path) -> Result<f64, BoxError> {
+    let rate = args.max_rows_per_s.to_string();
+    let cli = [
+        "import",
+        "--group",
+        GROUP,
+        "--max-rows-per-s",
+        &rate,
+        path_str(file)?,
+    ];
+    Ok(run_tessera(args, &cli)?.secs)
+}
+
+/// How a `tessera` command ran.
+struct Run {
+    secs: f64,
+    max_rss_kib: u64,
+}
+
+/// Runs `tessera ARGS --addr A` to its end: wall time and peak RSS.
+fn run_tessera(args: &OfflineArgs, cli: &[&str]) -> Result<Run, BoxError> {
     let started = Instant::now();
-    let status = std::process::Command::new(tessera_binary()?)
-        .args(["import", "--addr", &args.addr, "--group", GROUP])
-        .args(["--max-rows-per-s", &args.max_rows_per_s.to_string()])
-        .arg(file)
-        .status()?;
-    if !status.success() {
-        return Err(format!("tessera import failed: {status}").into());
+    let child = std::process::Command::new(tessera_binary()?)
+        .args(cli)
+        .args(["--addr", &args.addr])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; `status` and `usage` are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = started.elapsed().as_secs_f64();
+    if waited != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("tessera {} failed (status {status})", cli[0]).into());
     }
-    Ok(started.elapsed().as_secs_f64())
+    Ok(Run {
+        secs,
+        max_rss_kib: usage.ru_maxrss.max(0) as u64,
+    })
+}
+
+fn path_str(p: &Path) -> Result<&str, BoxError> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", p.display()).into())
+}
+
+/// Rows of a Parquet file, from its footer.
+fn parquet_rows(path: &Path) -> Result<u64, BoxError> {
+    let reader = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path)?)?;
+    use parquet::file::reader::FileReader;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn feature_names() -> Vec<String> {
+    (0..FEATURES).map(|f| format!("f{f}")).collect()
+}
+
+/// Writes the spine: label rows of random entities at random times of the
+/// same year as the data (so some precede every version of their entity).
+fn generate_spine(path: &Path, rows: u64, entities: u64) -> Result<(), BoxError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("entity_id", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("label", DataType::Float32, false),
+    ]));
+    let tmp = path.with_extension("tmp");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), None)?;
+    let mut rng = StdRng::seed_from_u64(13);
+    let now = now_us()?;
+    let n = rows as usize;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            (0..n).map(|_| rng.gen_range(0..entities.max(1)) as i64),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                (0..n).map(|_| now - rng.gen_range(0..YEAR_US)),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Float32Array::from_iter_values(
+            (0..n).map(|_| rng.gen::<f32>()),
+        )),
+    ];
+    w.write(&RecordBatch::try_new(schema, columns)?)?;
+    w.close()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn now_us() -> Result<i64, BoxError> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64)
 }
 
 /// The `tessera` binary next to this one.
@@ -187,9 +332,9 @@ fn tessera_binary() -> Result<PathBuf, BoxError> {
 
 fn apply_spec(client: &mut Client) -> Result<(), BoxError> {
     let mut text = SPEC.to_string();
-    for f in 0..FEATURES {
+    for name in feature_names() {
         text.push_str(&format!(
-            "\n[[group.feature]]\nname = \"f{f}\"\ntype = \"float32\"\n"
+            "\n[[group.feature]]\nname = \"{name}\"\ntype = \"float32\"\n"
         ));
     }
     let files = vec![SpecFile {
@@ -223,9 +368,7 @@ fn generate(path: &Path, rows: u64, entities: u64) -> Result<(), BoxError> {
     let tmp = path.with_extension("tmp");
     let mut w = ArrowWriter::try_new(std::fs::File::create(&tmp)?, schema.clone(), Some(props))?;
     let mut rng = StdRng::seed_from_u64(7);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_micros() as i64;
+    let now = now_us()?;
     let mut done = 0;
     while done < rows {
         let n = (rows - done).min(GEN_BATCH_ROWS as u64) as usize;

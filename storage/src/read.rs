@@ -303,10 +303,19 @@ impl Engine {
         let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
         let opts = inner.table_options(table);
+        // The index probes of the whole batch first, so their cache misses
+        // overlap.
+        let digests: Vec<Digest> = queries
+            .iter()
+            .map(|q| Digest::of(inner.seed, table, q.key))
+            .collect();
+        let mut probes = Vec::with_capacity(queries.len());
+        inner.index.get_many(&digests, &mut probes);
         queries
             .iter()
-            .map(|q| {
-                let e = inner.as_of_entry(&view, max_seq, table, q)?;
+            .zip(probes)
+            .map(|(q, probe)| {
+                let e = inner.as_of_entry(&view, max_seq, table, q, probe)?;
                 Ok(e.and_then(|e| visible(e, q.as_of, now, opts)))
             })
             .collect()
@@ -533,8 +542,9 @@ impl Inner {
         max_seq: SeqNo,
         table: TableId,
         q: &AsOfQuery<'_>,
+        probe: Option<IndexEntry>,
     ) -> Result<Option<Hit>> {
-        let Some(ie) = self.index.get(Digest::of(self.seed, table, q.key)) else {
+        let Some(ie) = probe else {
             // Not in the index: no version of this key exists anywhere.
             return Ok(None);
         };

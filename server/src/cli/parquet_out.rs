@@ -3,17 +3,19 @@
 //! A file is written under a temporary name next to its destination and
 //! renamed into place only when complete, so a failed or interrupted
 //! command never leaves a truncated file where a reader expects a good
-//! one. Columns are zstd-compressed; a row group closes at
+//! one. Columns are zstd-compressed, and dictionary-encoded only for
+//! top-level strings and bytes, where values repeat; a row group closes at
 //! [`ROW_GROUP_ROWS`] rows or once its buffered data passes
 //! [`ROW_GROUP_BYTES`], which bounds the writer's memory whatever the row
 //! width.
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -41,10 +43,19 @@ impl ParquetOut {
         temp_name.push(".partial");
         let temp = path.with_file_name(temp_name);
         let file = File::create(&temp).map_err(|e| format!("{}: {e}", temp.display()))?;
-        let props = WriterProperties::builder()
+        // Dictionary encoding only where values repeat: for features such
+        // as floats it costs a hash per value and falls back anyway.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_dictionary_enabled(false);
+        for field in schema.fields() {
+            if matches!(field.data_type(), DataType::Utf8 | DataType::Binary) {
+                let column = ColumnPath::from(field.name().as_str());
+                props = props.set_column_dictionary_enabled(column, true);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(ParquetOut {

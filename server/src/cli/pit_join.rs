@@ -13,8 +13,10 @@
 //! key or timestamp is null, or that has no earlier version, gets nulls.
 //! Each group adds `group__feature` columns and `group__event_ts`, the
 //! event time of the version used. Groups keyed by different entities are
-//! joined in the same pass: each spine batch is looked up in every group,
-//! then written.
+//! joined in the same pass: the spine is read in chunks of
+//! [`SPINE_CHUNK_ROWS`] rows, each chunk is looked up in every group (its
+//! lookups sorted by key, for locality on the server), then written in the
+//! spine's order. Memory is bounded by one chunk and its features.
 
 use super::arrow_columns::{arrow_type, timestamp_type, ColumnBuilder};
 use super::arrow_rows::{Column as SpineColumn, Target};
@@ -32,8 +34,11 @@ use std::time::Instant;
 use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value};
 use tessera_server::registry::{parse_duration, FeatureType, KeyType};
 
-/// Spine rows read, looked up and written at a time.
+/// Spine rows per record batch read and written.
 const SPINE_BATCH_ROWS: usize = 65_536;
+/// Spine rows joined at a time: their lookups are sorted by key together,
+/// and they (with their features) are what the command holds in memory.
+const SPINE_CHUNK_ROWS: usize = 256 << 10;
 /// Lookups per `PIT_LOOKUP`: small enough that several fit the client's
 /// pipeline window, so the server reads one batch while the client builds
 /// the next.
@@ -95,32 +100,27 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
         .collect::<Result<Vec<_>, _>>()?;
     check_key_maps(args, &plans)?;
     let schema = output_schema(&spine_schema, &plans)?;
-    let mut out = ParquetOut::create(&args.out, schema.clone())?;
+    let out = ParquetOut::create(&args.out, schema.clone())?;
     let reader = spine
         .with_batch_size(SPINE_BATCH_ROWS)
         .build()
         .map_err(|e| format!("{}: {e}", args.spine.display()))?;
     let bar = progress(Some(total));
     let started = Instant::now();
-    for batch in reader {
-        let batch = batch.map_err(|e| format!("{}: {e}", args.spine.display()))?;
-        let ts = SpineColumn::new(Target::EventTs, batch.column(ts_index)).map_err(|e| {
-            format!(
-                "{}: column `{}`: {e}",
-                args.spine.display(),
-                args.timestamp_column
-            )
-        })?;
-        let times: Vec<Option<i64>> = (0..batch.num_rows()).map(|i| ts.event_ts(i)).collect();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for plan in &plans {
-            columns.extend(join_group(&mut c, plan, &batch, &times, lag)?);
-        }
-        let joined = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
-        out.write(&joined)?;
-        bar.inc(batch.num_rows() as u64);
-    }
-    let rows = out.finish()?;
+    // This thread reads the spine and looks it up; a second one builds the
+    // output columns and writes them, so the two overlap.
+    let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Joined>(1);
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_chunks(out, &schema, &plans, chunks, &bar));
+        let read = look_up_spine(&mut c, args, reader, ts_index, &plans, lag, &to_writer);
+        drop(to_writer);
+        let written = writer
+            .join()
+            .map_err(|_| "the writer thread panicked".to_string());
+        // A failed lookup is the cause; the writer then only saw the end.
+        read.and(written.and_then(|w| w))
+    });
+    let rows = written?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -232,69 +232,200 @@ fn output_schema(spine: &Schema, plans: &[GroupPlan]) -> Result<SchemaRef, CliEr
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Looks up one spine batch in one group; returns the group's output
-/// columns for the batch.
-fn join_group(
+/// A chunk of the spine and its lookups in every group, in plan order.
+struct Joined {
+    batches: Vec<RecordBatch>,
+    groups: Vec<GroupLookups>,
+}
+
+/// Reads the spine in chunks and looks each up in every group, handing
+/// the results to the writer.
+fn look_up_spine(
+    c: &mut Client,
+    args: &PitJoinArgs,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    ts_index: usize,
+    plans: &[GroupPlan],
+    lag: Option<i64>,
+    to_writer: &std::sync::mpsc::SyncSender<Joined>,
+) -> Result<(), CliError> {
+    let mut batches = reader.peekable();
+    while batches.peek().is_some() {
+        // Whole record batches, up to SPINE_CHUNK_ROWS rows.
+        let mut chunk = Vec::new();
+        let mut rows = 0;
+        while rows < SPINE_CHUNK_ROWS {
+            let Some(batch) = batches.next() else { break };
+            let batch = batch.map_err(|e| format!("{}: {e}", args.spine.display()))?;
+            rows += batch.num_rows();
+            chunk.push(batch);
+        }
+        let times = chunk
+            .iter()
+            .map(|b| spine_times(args, b, ts_index))
+            .collect::<Result<Vec<_>, _>>()?;
+        let groups = plans
+            .iter()
+            .map(|plan| look_up_chunk(c, plan, &chunk, &times, lag))
+            .collect::<Result<Vec<_>, _>>()?;
+        let joined = Joined {
+            batches: chunk,
+            groups,
+        };
+        if to_writer.send(joined).is_err() {
+            // The writer failed; its error is reported.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Builds and writes the output of each chunk, in spine order; returns the
+/// rows written.
+fn write_chunks(
+    mut out: ParquetOut,
+    schema: &SchemaRef,
+    plans: &[GroupPlan],
+    chunks: std::sync::mpsc::Receiver<Joined>,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64, CliError> {
+    for joined in chunks {
+        let mut first = 0;
+        for batch in &joined.batches {
+            let rows = first..first + batch.num_rows();
+            let mut columns = batch.columns().to_vec();
+            for (plan, lookups) in plans.iter().zip(&joined.groups) {
+                columns.extend(lookups.columns(plan, rows.clone())?);
+            }
+            let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
+            out.write(&batch)?;
+            bar.inc(batch.num_rows() as u64);
+            first = rows.end;
+        }
+    }
+    out.finish()
+}
+
+/// The spine times of `batch`, µs (`None` where null).
+fn spine_times(
+    args: &PitJoinArgs,
+    batch: &RecordBatch,
+    ts_index: usize,
+) -> Result<Vec<Option<i64>>, CliError> {
+    let ts = SpineColumn::new(Target::EventTs, batch.column(ts_index)).map_err(|e| {
+        format!(
+            "{}: column `{}`: {e}",
+            args.spine.display(),
+            args.timestamp_column
+        )
+    })?;
+    Ok((0..batch.num_rows()).map(|i| ts.event_ts(i)).collect())
+}
+
+/// Orders keys as the engine stores them: column by column, integers
+/// numerically, strings bytewise (the order of the encoded keys). Key
+/// columns are cast to their registry type, so a column's values always
+/// have one type.
+fn cmp_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let ord = match (x, y) {
+            (Value::Int64(x), Value::Int64(y)) => x.cmp(y),
+            (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+            _ => std::cmp::Ordering::Equal,
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// One group's lookups for a chunk of the spine: the replies, in sorted
+/// lookup order, and for each spine row of the chunk its lookup's
+/// position among them (`None`: not looked up).
+struct GroupLookups {
+    replies: Vec<SlateReply>,
+    slots: Vec<Option<usize>>,
+}
+
+/// Looks up a chunk of spine batches in one group. The lookups go out
+/// sorted by key, so the server reads each block of the group about once
+/// rather than once per lookup.
+fn look_up_chunk(
     c: &mut Client,
     plan: &GroupPlan,
-    batch: &RecordBatch,
-    times: &[Option<i64>],
+    batches: &[RecordBatch],
+    times: &[Vec<Option<i64>>],
     lag: Option<i64>,
-) -> Result<Vec<ArrayRef>, CliError> {
-    let key_columns = plan
-        .keys
-        .iter()
-        .map(|&(index, ty)| SpineColumn::new(Target::Key(ty), batch.column(index)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("group `{}`: {e}", plan.group))?;
-    // Rows with a null key column or time are not looked up: they get nulls.
-    let mut lookups: Vec<(i64, Key)> = Vec::with_capacity(times.len());
-    let mut slot: Vec<Option<usize>> = Vec::with_capacity(times.len());
-    for (i, ts) in times.iter().enumerate() {
-        let key: Option<Key> = key_columns
+) -> Result<GroupLookups, CliError> {
+    // (key, time, spine row in the chunk); rows with a null key column or
+    // time are not looked up: they get nulls.
+    let mut lookups: Vec<(Key, i64, usize)> = Vec::new();
+    let mut row = 0;
+    for (batch, times) in batches.iter().zip(times) {
+        let key_columns = plan
+            .keys
             .iter()
-            .map(|k| k.value(i).ok().filter(|v| *v != Value::Null))
-            .collect();
-        match (ts, key) {
-            (Some(ts), Some(key)) => {
-                slot.push(Some(lookups.len()));
-                lookups.push((*ts, key));
+            .map(|&(index, ty)| SpineColumn::new(Target::Key(ty), batch.column(index)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("group `{}`: {e}", plan.group))?;
+        for (i, ts) in times.iter().enumerate() {
+            let key: Option<Key> = key_columns
+                .iter()
+                .map(|k| k.value(i).ok().filter(|v| *v != Value::Null))
+                .collect();
+            if let (Some(ts), Some(key)) = (ts, key) {
+                lookups.push((key, *ts, row + i));
             }
-            _ => slot.push(None),
         }
+        row += batch.num_rows();
     }
-    let replies = look_up(c, plan, lookups, lag)?;
-    let views: Vec<&tessera_protocol::PartView> = replies
-        .iter()
-        .map(|r| {
-            r.parts()
-                .first()
-                .ok_or("a PIT_LOOKUP reply without its part")
-        })
-        .collect::<Result<_, _>>()?;
-    let mut builders: Vec<ColumnBuilder> = plan
-        .features
-        .iter()
-        .map(|(_, ty)| ColumnBuilder::new(*ty, times.len()))
-        .collect();
-    let mut event_ts = TimestampMicrosecondBuilder::with_capacity(times.len()).with_timezone("UTC");
-    for s in &slot {
-        let Some(j) = s else {
-            builders.iter_mut().for_each(ColumnBuilder::append_null);
-            event_ts.append_null();
-            continue;
-        };
-        let (part, row) = (views[j / LOOKUPS_PER_REQUEST], j % LOOKUPS_PER_REQUEST);
-        for (builder, column) in builders.iter_mut().zip(part.columns()) {
-            builder
-                .append(column, row)
-                .map_err(|e| format!("group `{}`: {e}", plan.group))?;
+    lookups.sort_unstable_by(|a, b| cmp_keys(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    let mut slots: Vec<Option<usize>> = vec![None; row];
+    for (sorted, (_, _, spine_row)) in lookups.iter().enumerate() {
+        slots[*spine_row] = Some(sorted);
+    }
+    let keys = lookups.into_iter().map(|(key, ts, _)| (ts, key)).collect();
+    let replies = look_up(c, plan, keys, lag)?;
+    if replies.iter().any(|r| r.parts().len() != 1) {
+        return Err("a PIT_LOOKUP reply without its one part".into());
+    }
+    Ok(GroupLookups { replies, slots })
+}
+
+impl GroupLookups {
+    /// The group's output columns for spine rows `rows` of the chunk.
+    fn columns(
+        &self,
+        plan: &GroupPlan,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<ArrayRef>, CliError> {
+        let n = rows.len();
+        let mut builders: Vec<ColumnBuilder> = plan
+            .features
+            .iter()
+            .map(|(_, ty)| ColumnBuilder::new(*ty, n))
+            .collect();
+        let mut event_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for slot in &self.slots[rows] {
+            let Some(j) = *slot else {
+                builders.iter_mut().for_each(ColumnBuilder::append_null);
+                event_ts.append_null();
+                continue;
+            };
+            let part = &self.replies[j / LOOKUPS_PER_REQUEST].parts()[0];
+            let row = j % LOOKUPS_PER_REQUEST;
+            for (builder, column) in builders.iter_mut().zip(part.columns()) {
+                builder
+                    .append(column, row)
+                    .map_err(|e| format!("group `{}`: {e}", plan.group))?;
+            }
+            event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
         }
-        event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
+        let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
+        arrays.push(Arc::new(event_ts.finish()));
+        Ok(arrays)
     }
-    let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
-    arrays.push(Arc::new(event_ts.finish()));
-    Ok(arrays)
 }
 
 /// Sends the lookups in pipelined `PIT_LOOKUP`s; one reply per
@@ -302,18 +433,22 @@ fn join_group(
 fn look_up(
     c: &mut Client,
     plan: &GroupPlan,
-    mut lookups: Vec<(i64, Key)>,
+    lookups: Vec<(i64, Key)>,
     lag: Option<i64>,
 ) -> Result<Vec<SlateReply>, CliError> {
     let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
     let mut requests = Vec::with_capacity(lookups.len().div_ceil(LOOKUPS_PER_REQUEST));
-    while !lookups.is_empty() {
-        let rest = lookups.split_off(lookups.len().min(LOOKUPS_PER_REQUEST));
+    let mut lookups = lookups.into_iter();
+    loop {
+        let keys: Vec<(i64, Key)> = lookups.by_ref().take(LOOKUPS_PER_REQUEST).collect();
+        if keys.is_empty() {
+            break;
+        }
         requests.push(Request::PitLookup(PitLookup {
             group: plan.group.clone(),
             features: features.clone(),
             known_at_lag: lag,
-            keys: std::mem::replace(&mut lookups, rest),
+            keys,
         }));
     }
     let replies = c.pipeline(&requests).map_err(|e| e.to_string())?;
