@@ -74,7 +74,7 @@ impl Bounds {
     }
 
     /// True if a version with these fields is within the bounds.
-    fn admits(&self, event_ts: Timestamp, seq: SeqNo, ingest_ts: Timestamp) -> bool {
+    pub(crate) fn admits(&self, event_ts: Timestamp, seq: SeqNo, ingest_ts: Timestamp) -> bool {
         event_ts <= self.max_event_ts
             && seq <= self.max_seq
             && self.known_at.is_none_or(|w| ingest_ts <= w)

@@ -110,14 +110,31 @@ impl Snapshot {
     /// (key ascending; per key newest first), tombstones included. The scan
     /// owns what it reads, so it may outlive `self` and move across threads.
     pub fn scan(&self, table: TableId) -> Scan {
+        self.scan_pruned(table, None)
+    }
+
+    /// [`Snapshot::scan`], but with `prune` only each source's first
+    /// version of each key within the bounds.
+    fn scan_pruned(&self, table: TableId, prune: Option<Bounds>) -> Scan {
         let mut sources: Vec<Source<'static>> = Vec::new();
         for m in &self.view.mems {
-            let rows: Vec<Entry> = m.iter_table(table).collect();
+            let mut chosen: Option<bytes::Bytes> = None;
+            let rows: Vec<Entry> = m
+                .iter_table(table)
+                .filter(|e| match prune {
+                    None => true,
+                    Some(b) if chosen.as_ref() == Some(&e.key) || !b.admits_entry(e) => false,
+                    Some(_) => {
+                        chosen = Some(e.key.clone());
+                        true
+                    }
+                })
+                .collect();
             sources.push(Box::new(rows.into_iter().map(Ok)));
         }
         for h in self.view.version.files() {
             if h.meta.smallest.0 <= table && table <= h.meta.largest.0 {
-                sources.push(Box::new(table_rows(h.table.clone(), table)));
+                sources.push(Box::new(table_rows(h.table.clone(), table, prune)));
             }
         }
         Scan {
@@ -139,14 +156,17 @@ impl Snapshot {
         as_of: Timestamp,
         known_at: Option<Timestamp>,
     ) -> AsOfScan {
+        let bounds = Bounds {
+            max_event_ts: as_of,
+            known_at,
+            max_seq: self.seq,
+        };
+        // Each source yields only its candidate per key; the merge puts the
+        // best candidate of each key first.
         AsOfScan {
-            bounds: Bounds {
-                max_event_ts: as_of,
-                known_at,
-                max_seq: self.seq,
-            },
+            bounds,
             chosen: None,
-            scan: self.scan(table),
+            scan: self.scan_pruned(table, Some(bounds)),
         }
     }
 }
@@ -207,32 +227,51 @@ impl Iterator for AsOfScan {
     }
 }
 
-/// The rows of one table in one SST, in storage order.
+/// The rows of one table in one SST, in storage order. With `prune`, only
+/// each key's first version within the bounds: the one a point read of
+/// that key in this file would choose. Skipped versions are never copied
+/// out of their blocks.
 fn table_rows(
     t: Arc<crate::sstable::Table>,
     table: TableId,
+    prune: Option<Bounds>,
 ) -> impl Iterator<Item = Result<Entry>> + Send {
     let mut cursor = match t.seek(table, &[], Timestamp::MAX, SeqNo::MAX) {
         Ok(c) => c,
         Err(e) => return Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = _> + Send>,
     };
     let mut first = true;
+    let mut chosen: Vec<u8> = Vec::new();
+    let mut next = move |cur: &mut crate::sstable::Cursor| -> Result<Option<Entry>> {
+        loop {
+            if !first && !cur.advance()? {
+                return Ok(None);
+            }
+            first = false;
+            let e = cur.entry()?;
+            if e.table != table {
+                return Ok(None);
+            }
+            if let Some(bounds) = prune {
+                if (!chosen.is_empty() && e.key == chosen.as_slice())
+                    || !bounds.admits(e.event_ts, e.seq, e.ingest_ts)
+                {
+                    continue;
+                }
+                chosen.clear();
+                chosen.extend_from_slice(e.key);
+            }
+            return cur.to_entry().map(Some);
+        }
+    };
     Box::new(std::iter::from_fn(move || {
         let cur = cursor.as_mut()?;
-        if !first {
-            match cur.advance() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    cursor = None;
-                    return Some(Err(e));
-                }
+        match next(cur) {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                cursor = None;
+                None
             }
-        }
-        first = false;
-        match cur.to_entry() {
-            Ok(e) if e.table == table => Some(Ok(e)),
-            Ok(_) => None,
             Err(e) => {
                 cursor = None;
                 Some(Err(e))

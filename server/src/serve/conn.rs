@@ -460,8 +460,13 @@ impl Connection {
             })
             .await;
             let failure = match joined {
-                Ok((next, Ok(last), out)) => {
-                    self.out.extend_from_slice(&out);
+                Ok((next, Ok(last), mut out)) => {
+                    if self.out.is_empty() {
+                        // The chunk is sent from its own buffer, uncopied.
+                        std::mem::swap(&mut self.out, &mut out);
+                    } else {
+                        self.out.extend_from_slice(&out);
+                    }
                     self.flush_unless_pipelining(writer, false, idle).await?;
                     if last {
                         return Ok(());

@@ -113,6 +113,13 @@ impl Export {
         out: &mut Vec<u8>,
     ) -> Result<bool, Failure> {
         let (rows, last) = self.take_rows(max_reply_bytes / 4)?;
+        // Room for the stored rows and the per-row arrays and bitmaps, so
+        // the frame is not copied as it grows.
+        let stored: usize = rows
+            .iter()
+            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        out.reserve(stored + rows.len() * 48 + 4096);
         let start = out.len();
         let flags = if last {
             flags::REPLY
