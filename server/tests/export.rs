@@ -522,3 +522,78 @@ fn bad_exports_are_refused_without_leaving_a_file() {
         assert!(!out.exists(), "{args:?} left an output file");
     }
 }
+
+#[test]
+fn stream_errors_limits_and_abandoned_streams_leave_the_server_serving() {
+    let (server, mut c) = setup();
+    put(
+        &mut c,
+        (0..5000).map(|id| row(id, id, now_us() - DAY_US)).collect(),
+    );
+    let unknown = ExportRequest {
+        group: "nope".into(),
+        features: vec![],
+        range: ExportRange::Snapshot {
+            as_of: None,
+            known_at: None,
+        },
+    };
+    let mut stream = c.export(&unknown).expect("sent");
+    let err = stream.next_chunk().expect_err("unknown group");
+    assert_eq!(
+        common::server_code(err),
+        tessera_protocol::ErrorCode::UnknownGroup
+    );
+    assert!(stream.next_chunk().expect("ended").is_none());
+    drop(stream);
+    assert_eq!(c.ping(b"still").expect("ping"), b"still");
+
+    // A stream abandoned after its first chunk: the client drops the
+    // connection, and the server carries on with others.
+    let all = ExportRequest {
+        group: "all_types".into(),
+        ..unknown
+    };
+    {
+        let mut stream = c.export(&all).expect("export");
+        assert!(stream.next_chunk().expect("first chunk").is_some());
+    }
+    let mut other = server.client();
+    assert_eq!(other.ping(b"other").expect("ping"), b"other");
+    // The client reconnects for its next call.
+    let rows: usize = {
+        let mut stream = c.export(&all).expect("export again");
+        let mut n = 0;
+        while let Some(chunk) = stream.next_chunk().expect("chunk") {
+            n += chunk.rows();
+        }
+        n
+    };
+    assert_eq!(rows, 5000);
+
+    // PIT_LOOKUP limits.
+    let too_many = tessera_protocol::PitLookup {
+        group: "rounds".into(),
+        features: vec![],
+        known_at_lag: None,
+        keys: (0..tessera_protocol::MAX_PIT_KEYS as i64 + 1)
+            .map(|i| (0, vec![Value::Int64(i)]))
+            .collect(),
+    };
+    let code = common::server_code(c.pit_lookup(&too_many).expect_err("over the limit"));
+    assert!(
+        matches!(
+            code,
+            tessera_protocol::ErrorCode::LimitExceeded | tessera_protocol::ErrorCode::BadRequest
+        ),
+        "{code:?}"
+    );
+    let negative = tessera_protocol::PitLookup {
+        known_at_lag: Some(-1),
+        keys: vec![(0, vec![Value::Int64(1)])],
+        ..too_many
+    };
+    let code = common::server_code(c.pit_lookup(&negative).expect_err("negative lag"));
+    assert_eq!(code, tessera_protocol::ErrorCode::Validation);
+    assert_eq!(c.ping(b"end").expect("ping"), b"end");
+}
