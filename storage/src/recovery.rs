@@ -75,11 +75,22 @@ pub(crate) fn recover(dir: &Path, opts: &Options, cache: &Arc<BlockCache>) -> Re
     // loss cannot leave a torn segment that is no longer the last one. Only
     // the last segment can be unsynced: every earlier one was synced before
     // its successor was created, by rotation or by an earlier recovery.
+    //
+    // A last segment that holds nothing (created, then a kill before its
+    // header was written) is removed instead, durably: left behind, it
+    // would be an earlier segment with a torn header at the next recovery,
+    // which is damage.
     if let Some(&no) = live.last() {
         let p = wal::segment_path(&wal_dir, no);
-        fs.open_append(&p)
-            .and_then(|mut f| f.sync())
-            .map_err(|e| Error::io("fsync WAL segment", &p, e))?;
+        if replayed.last_segment_empty {
+            fs.remove(&p)
+                .and_then(|()| fs.sync_dir(&wal_dir))
+                .map_err(|e| Error::io("remove empty WAL segment", &p, e))?;
+        } else {
+            fs.open_append(&p)
+                .and_then(|mut f| f.sync())
+                .map_err(|e| Error::io("fsync WAL segment", &p, e))?;
+        }
     }
 
     // `state.last_seq` stays "flushed up to": the replayed versions are only
@@ -239,6 +250,8 @@ fn apply_key_directory(index: &HashIndex, h: &TableHandle) -> Result<()> {
 struct Replayed {
     max_seq: SeqNo,
     max_ingest_ts: Timestamp,
+    /// The last segment's header was torn: it never held a record.
+    last_segment_empty: bool,
 }
 
 fn replay_wal(
@@ -253,6 +266,7 @@ fn replay_wal(
     let mut out = Replayed {
         max_seq: 0,
         max_ingest_ts: Timestamp::MIN,
+        last_segment_empty: false,
     };
     for (i, &no) in segments.iter().enumerate() {
         let tail = if i + 1 == segments.len() {
@@ -278,6 +292,7 @@ fn replay_wal(
             Ok(())
         };
         let report = wal::replay_segment(&*opts.fs, &wal_dir, no, tail, &mut apply)?;
+        out.last_segment_empty = report.valid_bytes == 0;
         if report.truncated_bytes > 0 {
             tracing::warn!(
                 segment = no,

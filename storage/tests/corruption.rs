@@ -230,3 +230,42 @@ fn damaged_checkpoint_is_rebuilt_and_damaged_manifest_is_refused() {
         );
     }
 }
+
+/// A kill right after a WAL segment is created, before its header is
+/// written, leaves an empty last segment. Recovery drops it, so it is not
+/// mistaken for a damaged earlier segment once newer segments exist.
+#[test]
+fn an_empty_last_wal_segment_is_dropped_at_recovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = dir.path().join("wal");
+    let mut acked = Vec::new();
+    for round in 0..4i64 {
+        let engine = Engine::open(dir.path(), opts()).expect("open");
+        for k in 0..10 {
+            engine
+                .put(TABLE, &key(k), round, &value(k, round))
+                .expect("put");
+        }
+        acked.push(round);
+        // The crash: no close, and a newer segment created but empty.
+        drop(engine);
+        let newest = files_with_suffix(&wal, ".wal")
+            .into_iter()
+            .max()
+            .expect("a segment");
+        let stem = newest.file_stem().and_then(|s| s.to_str()).expect("name");
+        let next: u64 = stem.parse::<u64>().expect("segment number") + 1;
+        std::fs::write(wal.join(format!("{next:020}.wal")), b"").expect("empty segment");
+    }
+    let engine = Engine::open(dir.path(), opts()).expect("reopen");
+    for k in 0..10 {
+        let row = engine.latest(TABLE, &key(k)).expect("read").expect("row");
+        assert_eq!(row.event_ts, 3);
+        assert_eq!(row.value.as_ref(), value(k, 3).as_slice());
+    }
+    let empty = files_with_suffix(&wal, ".wal")
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(1) == 0)
+        .count();
+    assert!(empty <= 1, "{empty} empty segments left behind");
+}
