@@ -311,19 +311,6 @@ impl Engine {
             .collect();
         let mut probes = Vec::with_capacity(queries.len());
         inner.index.get_many(&digests, &mut probes);
-        // Then the blocks the index points at, their fingerprints and
-        // offsets prefetched, held until the batch is done.
-        let _warm: Vec<sstable::Block> = probes
-            .iter()
-            .filter_map(|p| match p.as_ref()?.loc {
-                Location::Sst { file_no, block } => {
-                    let b = inner.sst(&view, file_no)?.table.block(block).ok()?;
-                    b.prefetch_trailer();
-                    Some(b)
-                }
-                Location::Mem { .. } => None,
-            })
-            .collect();
         queries
             .iter()
             .zip(probes)
