@@ -9,6 +9,8 @@
 //! - `ping`: the per-request floor (protocol `PING`s, or a bare echo);
 //! - `offline`: Parquet import throughput, and slates during an import.
 
+mod cassandra_peer;
+mod cql;
 mod dataset;
 mod engine_bench;
 mod floor_bench;

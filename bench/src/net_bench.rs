@@ -11,6 +11,7 @@
 //! reports slates/s, p50/p99/p999/max, and CPU µs per slate of the server
 //! (from `/proc/<pid>/stat`) and of this client.
 
+use crate::cassandra_peer::{self, CassandraSlates, Compression};
 use crate::redis_peer::{self, Layout, RedisSlates};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -30,7 +31,7 @@ const ARTICLE_GROUP: &str = "article_features";
 const USER_KEY: &str = "user_id";
 const ARTICLE_KEY: &str = "article_id";
 /// Candidate articles per slate.
-const ARTICLES_PER_SLATE: usize = 50;
+pub(crate) const ARTICLES_PER_SLATE: usize = 50;
 /// Rows per `PUT` while loading.
 const LOAD_BATCH_ROWS: usize = 500;
 /// Span of event times: 30 days, µs.
@@ -45,6 +46,8 @@ pub enum Target {
     Tessera,
     /// A Redis server (see `bench/peers/redis.sh`).
     Redis,
+    /// Apache Cassandra 2.1.0 (see `bench/peers/cassandra.sh`).
+    Cassandra,
 }
 
 /// Arguments shared by the network subcommands.
@@ -73,6 +76,9 @@ pub struct TargetArgs {
     /// How Redis stores entities.
     #[arg(long, value_enum, default_value_t = Layout::Hash)]
     layout: Layout,
+    /// Whether Cassandra's tables compress their SSTables.
+    #[arg(long, value_enum, default_value_t = Compression::On)]
+    compression: Compression,
     /// The registry spec naming the features (for targets without a
     /// registry).
     #[arg(long, default_value = "examples/news_feed/registry.toml")]
@@ -85,6 +91,7 @@ impl TargetArgs {
             match self.target {
                 Target::Tessera => "127.0.0.1:7411",
                 Target::Redis => "127.0.0.1:6379",
+                Target::Cassandra => "127.0.0.1:9042",
             }
             .to_string()
         })
@@ -95,7 +102,7 @@ impl TargetArgs {
     fn features(&self, group: &str) -> Result<GroupFeatures, BoxError> {
         match self.target {
             Target::Tessera => group_features(&mut connect(self)?, group),
-            Target::Redis => GroupFeatures::from_spec(&self.spec, group),
+            Target::Redis | Target::Cassandra => GroupFeatures::from_spec(&self.spec, group),
         }
     }
 }
@@ -143,9 +150,9 @@ pub struct SlateArgs {
 
 /// A group's feature names by type.
 pub(crate) struct GroupFeatures {
-    ints: Vec<String>,
-    floats: Vec<String>,
-    embedding: (String, usize),
+    pub(crate) ints: Vec<String>,
+    pub(crate) floats: Vec<String>,
+    pub(crate) embedding: (String, usize),
 }
 
 impl GroupFeatures {
@@ -282,11 +289,21 @@ pub fn load(args: &LoadArgs) -> Result<(), BoxError> {
         (ARTICLE_GROUP, ARTICLE_KEY, t.articles),
     ] {
         let features = Arc::new(t.features(group)?);
+        let newest = args.versions - 1;
+        let values = |id| row_values(&features, id, newest);
         if t.target == Target::Redis {
             let short = if group == USER_GROUP { "u" } else { "a" };
-            let newest = args.versions - 1;
-            let values = |id| row_values(&features, id, newest);
             rows += redis_peer::load(&t.addr(), t.layout, short, n, &features, values)?;
+            continue;
+        }
+        if t.target == Target::Cassandra {
+            let table = if group == USER_GROUP {
+                "users"
+            } else {
+                "articles"
+            };
+            let (addr, conns) = (t.addr(), args.connections);
+            rows += cassandra_peer::load(&addr, t.compression, table, n, &features, conns, values)?;
             continue;
         }
         let columns: Vec<String> = std::iter::once(key.to_string())
@@ -464,6 +481,9 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
         target: match (t.target, t.layout) {
             (Target::Tessera, _) => "tessera".into(),
             (Target::Redis, layout) => format!("redis ({layout:?} layout)").to_lowercase(),
+            (Target::Cassandra, _) => {
+                format!("cassandra 2.1.0 (compression {:?})", t.compression).to_lowercase()
+            }
         },
         connections: args.connections,
         mode: match args.rate {
@@ -529,6 +549,12 @@ fn slate_client(
             request: slate_request(&uf, &af),
         }),
         Target::Redis => Box::new(RedisSlates::connect(&t.addr(), t.layout, uf, af)?),
+        Target::Cassandra => Box::new(CassandraSlates::connect(
+            &t.addr(),
+            t.compression,
+            &uf,
+            &af,
+        )?),
     })
 }
 

@@ -1,0 +1,182 @@
+//! The Cassandra peer: Apache Cassandra 2.1.0, a 2014 release (the only
+//! Cassandra this machine's package registries carry; see
+//! `bench/peers/cassandra.sh`), driven through the CQL v3 client of
+//! [`crate::cql`].
+//!
+//! Each news-feed group is a table with the same columns: `id bigint`
+//! primary key (the partition key), the int64 features as `bigint`, the
+//! float64 features as `double` and the embedding as a `blob` of
+//! little-endian float32s; one row per entity, its newest version. A slate
+//! is 51 prepared `SELECT`s by partition key (the projected columns),
+//! pipelined on one connection at consistency ONE. Tables are created
+//! with LZ4 compression (Cassandra's default) or without, by name.
+
+use crate::cql::{Cql, Prepared, MAX_IN_FLIGHT};
+use crate::net_bench::{BoxError, GroupFeatures};
+use tessera_protocol::Value;
+
+/// The benchmark's keyspace.
+const KEYSPACE: &str = "tessera_bench";
+/// Inserts in flight while loading.
+const LOAD_IN_FLIGHT: usize = MAX_IN_FLIGHT;
+// A slate's 51 selects are in flight at once, each on its own stream.
+const _: () = assert!(crate::net_bench::ARTICLES_PER_SLATE < MAX_IN_FLIGHT);
+
+/// Whether tables compress their SSTables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// LZ4, Cassandra's default.
+    On,
+    /// None.
+    Off,
+}
+
+/// The table of `group` ("users" or "articles").
+fn table(group: &str, compression: Compression) -> String {
+    let suffix = match compression {
+        Compression::On => "lz4",
+        Compression::Off => "plain",
+    };
+    format!("{KEYSPACE}.{group}_{suffix}")
+}
+
+/// A cell's bytes in CQL's encoding (big-endian numbers, raw blobs).
+fn cell(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Int64(i) => i.to_be_bytes().to_vec(),
+        Value::Float64(f) => f.to_be_bytes().to_vec(),
+        Value::Embedding(e) => e.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Creates the keyspace and the table of `group` if missing.
+fn create(
+    cql: &mut Cql,
+    group: &str,
+    compression: Compression,
+    f: &GroupFeatures,
+) -> Result<String, BoxError> {
+    cql.query(&format!(
+        "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = \
+         {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+    ))?;
+    let t = table(group, compression);
+    let columns: Vec<String> = f
+        .ints
+        .iter()
+        .map(|n| format!("{n} bigint"))
+        .chain(f.floats.iter().map(|n| format!("{n} double")))
+        .chain(std::iter::once(format!("{} blob", f.embedding.0)))
+        .collect();
+    let sstable_compression = match compression {
+        Compression::On => "LZ4Compressor",
+        Compression::Off => "",
+    };
+    cql.query(&format!(
+        "CREATE TABLE IF NOT EXISTS {t} (id bigint PRIMARY KEY, {}) \
+         WITH compression = {{'sstable_compression': '{sstable_compression}'}}",
+        columns.join(", ")
+    ))?;
+    Ok(t)
+}
+
+/// Loads `n` entities of `group` over `connections` connections;
+/// `values(id)` gives the newest version's values, key first, then
+/// `features.names()` in order.
+pub fn load(
+    addr: &str,
+    compression: Compression,
+    group: &str,
+    n: u64,
+    features: &GroupFeatures,
+    connections: usize,
+    values: impl Fn(u64) -> Vec<Value> + Sync,
+) -> Result<u64, BoxError> {
+    let t = create(&mut Cql::connect(addr)?, group, compression, features)?;
+    let names = features.names();
+    let marks = vec!["?"; names.len() + 1].join(", ");
+    let insert = format!(
+        "INSERT INTO {t} (id, {}) VALUES ({marks})",
+        names.join(", ")
+    );
+    let connections = connections.max(1) as u64;
+    std::thread::scope(|scope| {
+        let loaders: Vec<_> = (0..connections)
+            .map(|w| {
+                let (insert, values) = (&insert, &values);
+                scope.spawn(move || -> Result<u64, BoxError> {
+                    let mut cql = Cql::connect(addr)?;
+                    let insert = cql.prepare(insert)?;
+                    let ids: Vec<u64> = (w..n).step_by(connections as usize).collect();
+                    for chunk in ids.chunks(LOAD_IN_FLIGHT) {
+                        for &id in chunk {
+                            let cells: Vec<Vec<u8>> = values(id).iter().map(cell).collect();
+                            let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+                            cql.execute(&insert, &refs)?;
+                        }
+                        cql.flush()?;
+                        for _ in chunk {
+                            cql.receive_rows()?;
+                        }
+                    }
+                    Ok(ids.len() as u64)
+                })
+            })
+            .collect();
+        loaders
+            .into_iter()
+            .map(|l| {
+                l.join()
+                    .map_err(|_| BoxError::from("a loader thread panicked"))?
+            })
+            .sum()
+    })
+}
+
+/// Slates against Cassandra.
+pub struct CassandraSlates {
+    cql: Cql,
+    user: Prepared,
+    article: Prepared,
+}
+
+impl CassandraSlates {
+    /// Connects and prepares the two projections.
+    pub fn connect(
+        addr: &str,
+        compression: Compression,
+        user_fields: &[String],
+        article_fields: &[String],
+    ) -> Result<CassandraSlates, BoxError> {
+        let mut cql = Cql::connect(addr)?;
+        let mut select = |group: &str, fields: &[String]| {
+            let t = table(group, compression);
+            cql.prepare(&format!(
+                "SELECT {} FROM {t} WHERE id = ?",
+                fields.join(", ")
+            ))
+        };
+        let user = select("users", user_fields)?;
+        let article = select("articles", article_fields)?;
+        Ok(CassandraSlates { cql, user, article })
+    }
+}
+
+impl crate::net_bench::SlateClient for CassandraSlates {
+    fn slate(&mut self, user: u64, articles: &[u64]) -> Result<u64, BoxError> {
+        let id = (user as i64).to_be_bytes();
+        self.cql.execute(&self.user, &[&id])?;
+        for &a in articles {
+            let id = (a as i64).to_be_bytes();
+            self.cql.execute(&self.article, &[&id])?;
+        }
+        self.cql.flush()?;
+        let mut found = 0;
+        for _ in 0..=articles.len() {
+            let (_, rows) = self.cql.receive_rows()?;
+            found += u64::from(!rows.is_empty());
+        }
+        Ok(found)
+    }
+}
