@@ -134,6 +134,49 @@ pub fn load(
     })
 }
 
+/// Writes whole rows of one table (upserts), pipelined.
+pub struct CassandraWriter {
+    cql: Cql,
+    insert: Prepared,
+}
+
+impl CassandraWriter {
+    /// A writer of rows of `group` ("users" or "articles").
+    pub fn connect(
+        addr: &str,
+        compression: Compression,
+        group: &str,
+        features: &GroupFeatures,
+    ) -> Result<CassandraWriter, BoxError> {
+        let mut cql = Cql::connect(addr)?;
+        let names = features.names();
+        let marks = vec!["?"; names.len() + 1].join(", ");
+        let t = table(group, compression);
+        let insert = cql.prepare(&format!(
+            "INSERT INTO {t} (id, {}) VALUES ({marks})",
+            names.join(", ")
+        ))?;
+        Ok(CassandraWriter { cql, insert })
+    }
+}
+
+impl crate::net_bench::RowWriter for CassandraWriter {
+    fn write(&mut self, rows: &[(u64, Vec<Value>)]) -> Result<(), BoxError> {
+        for chunk in rows.chunks(LOAD_IN_FLIGHT) {
+            for (_, row) in chunk {
+                let cells: Vec<Vec<u8>> = row.iter().map(cell).collect();
+                let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+                self.cql.execute(&self.insert, &refs)?;
+            }
+            self.cql.flush()?;
+            for _ in chunk {
+                self.cql.receive_rows()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Slates against Cassandra.
 pub struct CassandraSlates {
     cql: Cql,

@@ -4,10 +4,14 @@
 //! - `engine`: the storage engine's figures (slate latency, as-of lookups,
 //!   ingest, reopen, index RAM, disk use, cold reads per I/O backend);
 //! - `load`: writes the news-feed dataset into a running server;
-//! - `slate`: the standard slate against a running server, closed- or
-//!   open-loop, with latency percentiles and server and client CPU;
+//! - `slate`: the standard slate against a running server (Tessera, Redis
+//!   or Cassandra 2.1), closed- or open-loop, with latency percentiles and
+//!   server and client CPU;
+//! - `mixed`: the same slates while article rows are written at a steady
+//!   rate;
 //! - `ping`: the per-request floor (protocol `PING`s, or a bare echo);
-//! - `offline`: Parquet import throughput, and slates during an import.
+//! - `offline`: import, export and pit-join figures, and slates during an
+//!   import.
 
 mod cassandra_peer;
 mod cql;
@@ -41,9 +45,11 @@ enum Command {
     Load(net_bench::LoadArgs),
     /// Slates against a running server: latency percentiles and CPU.
     Slate(net_bench::SlateArgs),
+    /// Slates while article rows are written at a steady rate.
+    Mixed(net_bench::MixedArgs),
     /// Round trips that do no work: the floor under the slate figures.
     Ping(floor_bench::PingArgs),
-    /// Offline figures: Parquet import throughput, slates during an import.
+    /// Offline figures: import, export and pit-join; slates during an import.
     Offline(offline_bench::OfflineArgs),
 }
 
@@ -54,6 +60,9 @@ fn main() {
         Command::Load(args) => net_bench::load(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Slate(args) => {
             net_bench::slate(&args).map_err(|e| e as Box<dyn std::error::Error>)
+        }
+        Command::Mixed(args) => {
+            net_bench::mixed(&args).map_err(|e| e as Box<dyn std::error::Error>)
         }
         Command::Ping(args) => {
             floor_bench::ping(&args).map_err(|e| e as Box<dyn std::error::Error>)

@@ -11,8 +11,8 @@
 //! reports slates/s, p50/p99/p999/max, and CPU µs per slate of the server
 //! (from `/proc/<pid>/stat`) and of this client.
 
-use crate::cassandra_peer::{self, CassandraSlates, Compression};
-use crate::redis_peer::{self, Layout, RedisSlates};
+use crate::cassandra_peer::{self, CassandraSlates, CassandraWriter, Compression};
+use crate::redis_peer::{self, Layout, RedisSlates, RedisWriter};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -147,6 +147,20 @@ pub struct SlateArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// Arguments of `tessera-bench mixed`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MixedArgs {
+    #[command(flatten)]
+    slate: SlateArgs,
+    /// Article rows written per second while the slates run (new versions
+    /// of Zipf-chosen articles: their popularity counters move).
+    #[arg(long, default_value_t = 20_000)]
+    write_rate: u64,
+}
+
+/// Rows per write while mixing, so the pace is kept in small steps.
+const MIXED_WRITE_BATCH: usize = 100;
 
 /// A group's feature names by type.
 pub(crate) struct GroupFeatures {
@@ -391,10 +405,21 @@ struct SlateReport {
     server_cpu_us_per_slate: Option<f64>,
     client_cpu_us_per_slate: f64,
     rows_found_per_slate: f64,
+    /// Rows written per second during the measurement (`mixed`).
+    writes_per_s: Option<f64>,
 }
 
 /// Runs slates and reports their latency and cost.
 pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
+    run_slates(args, 0)
+}
+
+/// Runs slates while article rows are written at `write_rate` rows/s.
+pub fn mixed(args: &MixedArgs) -> Result<(), BoxError> {
+    run_slates(&args.slate, args.write_rate)
+}
+
+fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
     let t = &args.target;
     let user_f = t.features(USER_GROUP)?;
     let article_f = t.features(ARTICLE_GROUP)?;
@@ -456,6 +481,15 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
             })
         })
         .collect();
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = (write_rate > 0).then(|| {
+        let (t, measuring, stop, written) =
+            (t.clone(), measuring.clone(), stop.clone(), written.clone());
+        let zipf = args.zipf;
+        std::thread::spawn(move || {
+            write_articles(&t, write_rate, zipf, &measuring, &stop, &written)
+        })
+    });
     std::thread::sleep(Duration::from_secs(args.warmup));
     let server_before = args.server_pid.map(process_cpu_us).transpose()?;
     let client_before = self_cpu_us();
@@ -475,6 +509,10 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
         slates += c;
         found += f;
     }
+    if let Some(w) = writer {
+        w.join().map_err(|_| "the writer thread panicked")??;
+    }
+    let writes_per_s = (write_rate > 0).then(|| written.load(Ordering::Relaxed) as f64 / elapsed);
     let per_slate =
         |before: u64, after: u64| (after.saturating_sub(before)) as f64 / slates.max(1) as f64;
     let report = SlateReport {
@@ -501,6 +539,7 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
             .map(|(b, a)| per_slate(b, a)),
         client_cpu_us_per_slate: per_slate(client_before, client_after),
         rows_found_per_slate: found as f64 / slates.max(1) as f64,
+        writes_per_s,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -526,8 +565,95 @@ pub fn slate(args: &SlateArgs) -> Result<(), BoxError> {
             "| rows found per slate | {:.1} of 51 |",
             report.rows_found_per_slate
         );
+        if let Some(w) = report.writes_per_s {
+            println!("| article rows written | {w:.0} /s |");
+        }
     }
     Ok(())
+}
+
+/// One connection's way of writing whole rows of one group.
+pub(crate) trait RowWriter {
+    /// Writes `(id, values)` rows (key first, then the group's features),
+    /// waiting until all are acknowledged.
+    fn write(&mut self, rows: &[(u64, Vec<Value>)]) -> Result<(), BoxError>;
+}
+
+/// Writes new versions of Zipf-chosen articles at `rate` rows/s until
+/// `stop`, counting into `written` the rows acknowledged while `measuring`.
+fn write_articles(
+    t: &TargetArgs,
+    rate: u64,
+    zipf: f64,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
+    written: &std::sync::atomic::AtomicU64,
+) -> Result<(), BoxError> {
+    let features = t.features(ARTICLE_GROUP)?;
+    let mut writer: Box<dyn RowWriter> = match t.target {
+        Target::Tessera => Box::new(TesseraWriter {
+            client: connect(t)?,
+            columns: std::iter::once(ARTICLE_KEY.to_string())
+                .chain(features.names())
+                .collect(),
+        }),
+        Target::Redis => Box::new(RedisWriter::connect(&t.addr(), t.layout, "a", &features)?),
+        Target::Cassandra => Box::new(CassandraWriter::connect(
+            &t.addr(),
+            t.compression,
+            "articles",
+            &features,
+        )?),
+    };
+    let articles = Zipf::new(t.articles, zipf)?;
+    let mut rng = StdRng::seed_from_u64(7);
+    let step = Duration::from_secs_f64(MIXED_WRITE_BATCH as f64 / rate as f64);
+    let mut next = Instant::now();
+    let mut version = 1_000;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += step;
+        version += 1;
+        let rows: Vec<(u64, Vec<Value>)> = (0..MIXED_WRITE_BATCH)
+            .map(|_| {
+                let id = scatter(articles.sample(&mut rng) as u64 - 1, t.articles);
+                (id, row_values(&features, id, version))
+            })
+            .collect();
+        writer.write(&rows)?;
+        if measuring.load(Ordering::Relaxed) {
+            written.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Writes rows with `PUT`, event time now.
+struct TesseraWriter {
+    client: Client,
+    columns: Vec<String>,
+}
+
+impl RowWriter for TesseraWriter {
+    fn write(&mut self, rows: &[(u64, Vec<Value>)]) -> Result<(), BoxError> {
+        let event_ts = now_us();
+        let put = Put {
+            group: ARTICLE_GROUP.into(),
+            columns: self.columns.clone(),
+            rows: rows
+                .iter()
+                .map(|(_, values)| PutRow {
+                    event_ts,
+                    values: values.clone(),
+                })
+                .collect(),
+        };
+        self.client.put(&put)?;
+        Ok(())
+    }
 }
 
 /// One connection's way of reading the standard slate.

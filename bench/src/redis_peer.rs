@@ -14,6 +14,7 @@
 //! replies in place without building values, so it costs the machine's two
 //! cores as little as the Tessera client does.
 
+use crate::net_bench::RowWriter as _;
 use crate::net_bench::{BoxError, GroupFeatures};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -167,37 +168,72 @@ pub fn load(
     features: &GroupFeatures,
     values: impl Fn(u64) -> Vec<tessera_protocol::Value>,
 ) -> Result<u64, BoxError> {
-    let mut redis = Resp::connect(addr)?;
-    let names = features.names();
-    let mut queued = 0;
-    for id in 0..n {
-        let row = values(id);
-        let k = key(group, layout, id);
-        match layout {
-            Layout::Hash => {
-                let fields: Vec<Vec<u8>> = row[1..].iter().map(field).collect();
-                let mut args: Vec<&[u8]> = vec![b"HSET", k.as_bytes()];
-                for (name, value) in names.iter().zip(&fields) {
-                    args.push(name.as_bytes());
-                    args.push(value);
-                }
-                redis.command(args.into_iter());
-            }
-            Layout::Blob => {
-                let b = blob(&row[1..]);
-                redis.command([&b"SET"[..], k.as_bytes(), &b].into_iter());
-            }
-        }
-        queued += 1;
-        if queued == LOAD_PIPELINE || id + 1 == n {
-            redis.send()?;
-            for _ in 0..queued {
-                redis.read()?;
-            }
-            queued = 0;
-        }
+    let mut writer = RedisWriter {
+        redis: Resp::connect(addr)?,
+        layout,
+        group: group.to_string(),
+        names: features.names(),
+    };
+    let ids: Vec<u64> = (0..n).collect();
+    for chunk in ids.chunks(LOAD_PIPELINE) {
+        let rows: Vec<_> = chunk.iter().map(|&id| (id, values(id))).collect();
+        writer.write(&rows)?;
     }
     Ok(n)
+}
+
+/// Writes whole rows of one group, pipelined.
+pub struct RedisWriter {
+    redis: Resp,
+    layout: Layout,
+    group: String,
+    names: Vec<String>,
+}
+
+impl RedisWriter {
+    /// A writer of rows of `group` ("u" or "a") with `features`.
+    pub fn connect(
+        addr: &str,
+        layout: Layout,
+        group: &str,
+        features: &GroupFeatures,
+    ) -> Result<RedisWriter, BoxError> {
+        Ok(RedisWriter {
+            redis: Resp::connect(addr)?,
+            layout,
+            group: group.to_string(),
+            names: features.names(),
+        })
+    }
+}
+
+impl crate::net_bench::RowWriter for RedisWriter {
+    fn write(&mut self, rows: &[(u64, Vec<tessera_protocol::Value>)]) -> Result<(), BoxError> {
+        for (id, row) in rows {
+            let k = key(&self.group, self.layout, *id);
+            match self.layout {
+                Layout::Hash => {
+                    let fields: Vec<Vec<u8>> = row[1..].iter().map(field).collect();
+                    let mut args: Vec<&[u8]> = vec![b"HSET", k.as_bytes()];
+                    for (name, value) in self.names.iter().zip(&fields) {
+                        args.push(name.as_bytes());
+                        args.push(value);
+                    }
+                    self.redis.command(args.into_iter());
+                }
+                Layout::Blob => {
+                    let b = blob(&row[1..]);
+                    self.redis
+                        .command([&b"SET"[..], k.as_bytes(), &b].into_iter());
+                }
+            }
+        }
+        self.redis.send()?;
+        for _ in rows {
+            self.redis.read()?;
+        }
+        Ok(())
+    }
 }
 
 /// Slates against Redis.
