@@ -3,7 +3,8 @@
 //! Subcommands:
 //! - `engine`: the storage engine's figures (slate latency, as-of lookups,
 //!   ingest, reopen, index RAM, disk use, cold reads per I/O backend);
-//! - `load`: writes the news-feed dataset into a running server;
+//! - `gen`: the news-feed dataset as Parquet files;
+//! - `load`: writes the news-feed dataset into a running target;
 //! - `slate`: the standard slate against a running server (Tessera, Redis
 //!   or Cassandra 2.1), closed- or open-loop, with latency percentiles and
 //!   server and client CPU;
@@ -18,6 +19,7 @@ mod cql;
 mod dataset;
 mod engine_bench;
 mod floor_bench;
+mod gen_bench;
 mod net_bench;
 mod offline_bench;
 mod redis_peer;
@@ -41,6 +43,8 @@ struct Cli {
 enum Command {
     /// Storage-engine figures on the news-feed dataset (no network).
     Engine(engine_bench::EngineArgs),
+    /// Write the news-feed dataset as Parquet files.
+    Gen(gen_bench::GenArgs),
     /// Load the news-feed dataset into a running server.
     Load(net_bench::LoadArgs),
     /// Slates against a running server: latency percentiles and CPU.
@@ -57,6 +61,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => engine_bench::run(&args),
+        Command::Gen(args) => gen_bench::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Load(args) => net_bench::load(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Slate(args) => {
             net_bench::slate(&args).map_err(|e| e as Box<dyn std::error::Error>)

@@ -181,7 +181,10 @@ impl GroupFeatures {
     }
 
     /// The features of `group` in a registry spec file.
-    fn from_spec(path: &std::path::Path, group: &str) -> Result<GroupFeatures, BoxError> {
+    pub(crate) fn from_spec(
+        path: &std::path::Path,
+        group: &str,
+    ) -> Result<GroupFeatures, BoxError> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let spec: toml::Value =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -275,8 +278,14 @@ fn group_features(client: &mut Client, group: &str) -> Result<GroupFeatures, Box
 
 /// A deterministic row of `features` for `(id, version)`.
 fn row_values(f: &GroupFeatures, id: u64, version: u32) -> Vec<Value> {
-    let mut rng =
-        StdRng::seed_from_u64(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(version));
+    row_values_seeded(f, id, version, 0)
+}
+
+/// [`row_values`] of the dataset of `seed`.
+pub(crate) fn row_values_seeded(f: &GroupFeatures, id: u64, version: u32, seed: u64) -> Vec<Value> {
+    let mut rng = StdRng::seed_from_u64(
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(version) ^ seed.rotate_left(32),
+    );
     let mut v = Vec::with_capacity(1 + f.ints.len() + f.floats.len() + 1);
     v.push(Value::Int64(id as i64));
     v.extend(
@@ -336,12 +345,8 @@ pub fn load(args: &LoadArgs) -> Result<(), BoxError> {
                     let mut written = 0;
                     for id in (w..n).step_by(connections as usize) {
                         for version in 0..versions {
-                            // Spread over the span, the newest version
-                            // an hour old: inside every group's TTL.
-                            let age = i64::from(versions - 1 - version);
-                            let event_ts = now - HOUR_US - age * (SPAN_US / i64::from(versions));
                             batch.push(PutRow {
-                                event_ts: event_ts + (id % 1000) as i64,
+                                event_ts: version_event_ts(now, id, version, versions),
                                 values: row_values(&features, id, version),
                             });
                             if batch.len() == LOAD_BATCH_ROWS {
@@ -382,6 +387,14 @@ fn send(
     };
     client.put(&put)?;
     Ok(put.rows.len() as u64)
+}
+
+/// The event time of version `version` of `versions` of entity `id`:
+/// spread over the span, the newest an hour old (inside every group's
+/// TTL), a few µs apart between entities.
+pub(crate) fn version_event_ts(now: i64, id: u64, version: u32, versions: u32) -> i64 {
+    let age = i64::from(versions - 1 - version);
+    now - HOUR_US - age * (SPAN_US / i64::from(versions)) + (id % 1000) as i64
 }
 
 fn now_us() -> i64 {
