@@ -50,6 +50,17 @@ c.update({
 })
 json.dump(c, open(f"{run}/cassandra.yaml", "w"), indent=1)
 EOF
+# The package's logback.xml logs at DEBUG (gigabytes within minutes, and a
+# large share of the server's CPU): log INFO to a file instead.
+cat >"$run/logback.xml" <<LOGBACK
+<configuration scan="false">
+  <appender name="FILE" class="ch.qos.logback.core.FileAppender">
+    <file>$run/system.log</file>
+    <encoder><pattern>%-5level %date{HH:mm:ss,SSS} %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="FILE"/></root>
+</configuration>
+LOGBACK
 opens=()
 for p in java.lang java.lang.ref java.lang.reflect java.lang.invoke java.io java.nio \
   java.nio.charset java.net java.util java.util.concurrent java.util.concurrent.atomic \
@@ -61,7 +72,7 @@ cmd=(java -Xms2G -Xmx2G -XX:+UseG1GC "${opens[@]}"
   --add-exports java.base/jdk.internal.ref=ALL-UNNAMED
   -Dcassandra.config="file://$run/cassandra.yaml" -Dcassandra-foreground=yes
   -Dcassandra.storagedir="$run" -Dcassandra.logdir="$run"
-  -Dlogback.configurationFile="$dist/conf/logback.xml"
+  -Dlogback.configurationFile="$run/logback.xml"
   -javaagent:"$dist/lib/jamm-0.2.6.jar"
   -cp "$dist/conf:$dist/lib/*" org.apache.cassandra.service.CassandraDaemon)
 if [[ "$daemonize" == no ]]; then
