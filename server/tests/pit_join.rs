@@ -600,3 +600,74 @@ fn bad_input_is_refused_and_writes_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// A spine of several record batches and several chunks (the join reads
+/// 65,536-row batches and sorts lookups per 262,144-row chunk): every row
+/// keeps its place and gets its own version.
+#[test]
+fn a_spine_of_many_batches_and_chunks_keeps_its_order() {
+    let server = TestServer::start(None);
+    let mut c = server.client();
+    apply(&mut c);
+    let base = now_us() - 100 * DAY_US;
+    // User u has versions at base + (u + 7k) hours, k = 0..10.
+    let writes: Vec<Write> = (0..20i64)
+        .flat_map(|u| {
+            (0..10i64).map(move |k| Write {
+                key: vec![Value::Int64(u)],
+                event_ts: base + (u + 7 * k) * HOUR_US,
+                values: Some(vec![Value::Float64(k as f64), Value::Int64(u)]),
+            })
+        })
+        .collect();
+    send(&mut c, "u", &["user_id", "score", "count"], &writes);
+    let mut rng = Rng(0xC0FF_EE00_1234_5678);
+    let rows: Vec<SpineRow> = (0..300_000)
+        .map(|_| {
+            let u = rng.below(24) as i64;
+            let ts = base - 5 * HOUR_US + rng.below(100 * HOUR_US as u64) as i64;
+            (Some(u), Some("a"), Some(ts))
+        })
+        .collect();
+    let spine = server.dir.join("big-spine.parquet");
+    let out = server.dir.join("big-train.parquet");
+    write_spine(&spine, &rows);
+    let result = pit_join(
+        &server,
+        &[
+            "--spine",
+            spine.to_str().expect("path"),
+            "--features",
+            "u:score",
+            "--out",
+            out.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let mut i = 0;
+    for batch in read_parquet(&out) {
+        let label = column(&batch, "label").as_primitive::<Int64Type>();
+        let ts = column(&batch, "u__event_ts").as_primitive::<TimestampMicrosecondType>();
+        for r in 0..batch.num_rows() {
+            assert_eq!(label.value(r), i as i64, "spine order is kept");
+            let (Some(u), _, Some(at)) = rows[i] else {
+                unreachable!("every generated row has a user and a time")
+            };
+            // The newest version at or before `at`, within the 1-day TTL.
+            let want = (u < 20)
+                .then(|| (0..10i64).map(|k| base + (u + 7 * k) * HOUR_US))
+                .into_iter()
+                .flatten()
+                .filter(|&e| e <= at)
+                .max()
+                .filter(|&e| e >= at - DAY_US);
+            assert_eq!((!ts.is_null(r)).then(|| ts.value(r)), want, "row {i}");
+            i += 1;
+        }
+    }
+    assert_eq!(i, rows.len());
+}
