@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Tessera against Redis 7 and Apache Cassandra 2.1.0 on the news-feed slate
+# workload, in one run on this machine:
+#
+#  1. builds the release binaries, installs any missing peer, starts
+#     `tessera serve`, Redis (bench/peers/redis.sh) and Cassandra
+#     (bench/peers/cassandra.sh) on fresh directories;
+#  2. loads the same dataset into each (Tessera then restarts, flushing its
+#     memtables);
+#  3. runs the same closed-loop slates at 1, 4 and 16 connections against
+#     every target, Tessera open-loop at 25%, 50% and 80% of its 4-connection
+#     peak, and `mixed` (20,000 article writes/s);
+#  4. writes the results (JSON lines), a markdown table and a PNG plot of
+#     latency percentiles against throughput under --out, and replaces the
+#     section between the `compare:begin` and `compare:end` markers of
+#     docs/benchmarks.md with the table, the machine, the versions and the
+#     commands;
+#  5. stops every server it started.
+#
+#   bench/compare.sh [--quick] [--out DIR]
+#
+# --quick: 100,000 users and 20,000 articles, 3-second runs (under 5
+# minutes); the default is the full dataset (1M users, 200k articles) and
+# 10-second runs. The plot needs matplotlib, installed with pip if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=no
+out=target/compare
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --quick) quick=yes; shift ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "usage: $0 [--quick] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+if [[ $quick == yes ]]; then
+  users=100000; articles=20000; duration=3; warmup=2
+else
+  users=1000000; articles=200000; duration=10; warmup=3
+fi
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/tessera-compare.XXXXXX")
+results="$out/results.jsonl"
+: >"$results"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+cargo build --release -q -p tessera-server -p tessera-bench
+bin=target/release
+bench() { "$bin/tessera-bench" "$@" --users "$users" --articles "$articles"; }
+
+start_tessera() {
+  "$bin/tessera" serve --data-dir "$work/tessera" >>"$work/tessera.log" 2>&1 &
+  tessera_pid=$!
+  pids+=("$tessera_pid")
+  until grep -q "tessera listening" "$work/tessera.log" 2>/dev/null; do sleep 0.2; done
+}
+echo "== starting and loading"
+start_tessera
+"$bin/tessera" apply examples/news_feed/registry.toml >/dev/null
+bench load | tee -a "$work/load.txt"
+kill -TERM "$tessera_pid"; wait "$tessera_pid" || true
+: >"$work/tessera.log"
+start_tessera
+
+redis_pid=$(bench/peers/redis.sh --daemonize >/dev/null; sleep 0.5; pgrep -n redis-server)
+pids+=("$redis_pid")
+bench load --target redis | tee -a "$work/load.txt"
+bench load --target redis --layout blob | tee -a "$work/load.txt"
+
+# The Cassandra package is kept between runs; its data is not.
+cassandra_home=${TMPDIR:-/tmp}/tessera-cassandra
+rm -rf "$cassandra_home/run"
+cassandra_pid=$(bench/peers/cassandra.sh --daemonize --home "$cassandra_home")
+pids+=("$cassandra_pid")
+bench load --target cassandra --compression on --connections 4 | tee -a "$work/load.txt"
+bench load --target cassandra --compression off --connections 4 | tee -a "$work/load.txt"
+
+run() { # name, pid, extra args...; WARM=S overrides the warm-up
+  local name=$1 pid=$2; shift 2
+  bench slate --server-pid "$pid" --duration "$duration" --warmup "${WARM:-$warmup}" --json "$@" \
+    | python3 -c "import json,sys; d=json.load(sys.stdin); d['name']='$name'; print(json.dumps(d))" \
+    >>"$results"
+}
+echo "== closed loop"
+for conns in 1 4 16; do
+  run tessera "$tessera_pid" --connections "$conns"
+  run redis-hash "$redis_pid" --target redis --connections "$conns"
+  run redis-blob "$redis_pid" --target redis --layout blob --connections "$conns"
+  WARM=5 run cassandra-lz4 "$cassandra_pid" --target cassandra --compression on --connections "$conns"
+  WARM=5 run cassandra-plain "$cassandra_pid" --target cassandra --compression off --connections "$conns"
+done
+echo "== open loop and mixed"
+peak=$(python3 -c "
+import json
+rows=[json.loads(l) for l in open('$results')]
+print(int(max(r['slates_per_s'] for r in rows if r['name']=='tessera' and r['connections']==4)))")
+for pct in 25 50 80; do
+  run "tessera-open-$pct%" "$tessera_pid" --connections 4 --rate $((peak * pct / 100))
+done
+"$bin/tessera-bench" mixed --users "$users" --articles "$articles" --server-pid "$tessera_pid" \
+  --write-rate 20000 --duration "$duration" --warmup "$warmup" --json \
+  | python3 -c "import json,sys; d=json.load(sys.stdin); d['name']='tessera-mixed'; print(json.dumps(d))" \
+  >>"$results"
+run tessera-read-only "$tessera_pid"
+
+echo "== report"
+python3 -c "import matplotlib" 2>/dev/null || pip install -q matplotlib
+python3 bench/compare_report.py --results "$results" --out "$out" --docs docs/benchmarks.md \
+  --users "$users" --articles "$articles" --duration "$duration" --quick "$quick"
+echo "results in $out; docs/benchmarks.md updated"
