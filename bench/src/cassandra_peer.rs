@@ -12,7 +12,7 @@
 //! with LZ4 compression (Cassandra's default) or without, by name.
 
 use crate::cql::{Cql, Prepared, MAX_IN_FLIGHT};
-use crate::net_bench::{BoxError, GroupFeatures};
+use crate::net_bench::{BoxError, GroupFeatures, RowWriter as _};
 use tessera_protocol::Value;
 
 /// The benchmark's keyspace.
@@ -56,7 +56,7 @@ fn create(
     group: &str,
     compression: Compression,
     f: &GroupFeatures,
-) -> Result<String, BoxError> {
+) -> Result<(), BoxError> {
     cql.query(&format!(
         "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = \
          {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
@@ -78,7 +78,7 @@ fn create(
          WITH compression = {{'sstable_compression': '{sstable_compression}'}}",
         columns.join(", ")
     ))?;
-    Ok(t)
+    Ok(())
 }
 
 /// Loads `n` entities of `group` over `connections` connections;
@@ -93,32 +93,18 @@ pub fn load(
     connections: usize,
     values: impl Fn(u64) -> Vec<Value> + Sync,
 ) -> Result<u64, BoxError> {
-    let t = create(&mut Cql::connect(addr)?, group, compression, features)?;
-    let names = features.names();
-    let marks = vec!["?"; names.len() + 1].join(", ");
-    let insert = format!(
-        "INSERT INTO {t} (id, {}) VALUES ({marks})",
-        names.join(", ")
-    );
+    create(&mut Cql::connect(addr)?, group, compression, features)?;
     let connections = connections.max(1) as u64;
     std::thread::scope(|scope| {
         let loaders: Vec<_> = (0..connections)
             .map(|w| {
-                let (insert, values) = (&insert, &values);
+                let values = &values;
                 scope.spawn(move || -> Result<u64, BoxError> {
-                    let mut cql = Cql::connect(addr)?;
-                    let insert = cql.prepare(insert)?;
+                    let mut writer = CassandraWriter::connect(addr, compression, group, features)?;
                     let ids: Vec<u64> = (w..n).step_by(connections as usize).collect();
                     for chunk in ids.chunks(LOAD_IN_FLIGHT) {
-                        for &id in chunk {
-                            let cells: Vec<Vec<u8>> = values(id).iter().map(cell).collect();
-                            let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
-                            cql.execute(&insert, &refs)?;
-                        }
-                        cql.flush()?;
-                        for _ in chunk {
-                            cql.receive_rows()?;
-                        }
+                        let rows: Vec<_> = chunk.iter().map(|&id| (id, values(id))).collect();
+                        writer.write(&rows)?;
                     }
                     Ok(ids.len() as u64)
                 })

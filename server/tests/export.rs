@@ -11,9 +11,7 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
-use common::{now_us, TestServer, DAY_US};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use std::path::Path;
+use common::{now_us, read_parquet, TestServer, DAY_US};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tessera_protocol::{
@@ -135,16 +133,6 @@ fn put(c: &mut Client, rows: Vec<PutRow>) {
         rows,
     })
     .expect("put");
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(path).expect("open output");
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<_, _>>()
-        .expect("batches")
 }
 
 fn export(server: &TestServer, args: &[&str]) -> std::process::Output {

@@ -224,13 +224,7 @@ fn a_bad_row_fails_everything_unless_rejected() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 498 rows"));
     assert_eq!(get_json(&server, "1", "clicks_1h")["clicks_1h"], 1);
     assert_eq!(get_json(&server, "42", "clicks_1h")["found"], false);
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&rejects).expect("open"),
-    )
-    .expect("parquet")
-    .build()
-    .expect("reader");
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
+    let batches = common::read_parquet(&rejects);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 2);
     let reason = batches[0].column_by_name("reason").expect("reason column");

@@ -13,8 +13,7 @@ use arrow_array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use common::{now_us, TestServer, DAY_US};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use common::{now_us, read_parquet, TestServer, DAY_US};
 use parquet::arrow::ArrowWriter;
 use std::collections::HashMap;
 use std::path::Path;
@@ -236,16 +235,6 @@ fn write_spine(path: &Path, rows: &[SpineRow]) {
         .expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
-}
-
-fn read_parquet(path: &Path) -> Vec<RecordBatch> {
-    let f = std::fs::File::open(path).expect("open output");
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .expect("parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<_, _>>()
-        .expect("batches")
 }
 
 fn pit_join(server: &TestServer, args: &[&str]) -> std::process::Output {

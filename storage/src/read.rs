@@ -68,11 +68,6 @@ impl Bounds {
         }
     }
 
-    /// True if a stored entry is within the bounds.
-    pub(crate) fn admits_entry(&self, e: &Entry) -> bool {
-        self.admits(e.event_ts, e.seq, e.ingest_ts)
-    }
-
     /// True if a version with these fields is within the bounds.
     pub(crate) fn admits(&self, event_ts: Timestamp, seq: SeqNo, ingest_ts: Timestamp) -> bool {
         event_ts <= self.max_event_ts

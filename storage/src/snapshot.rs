@@ -11,7 +11,7 @@ use crate::engine::{Engine, Inner};
 use crate::merge::{MergeIter, Source};
 use crate::options::TableOptions;
 use crate::read::{retained, visible, Bounds};
-use crate::types::{Entry, Row, SeqNo, TableId, Timestamp, Version};
+use crate::types::{Entry, EntryRef, Row, SeqNo, TableId, Timestamp, Version};
 use crate::version::ReadView;
 use crate::Result;
 use std::collections::BTreeMap;
@@ -118,17 +118,10 @@ impl Snapshot {
     fn scan_pruned(&self, table: TableId, prune: Option<Bounds>) -> Scan {
         let mut sources: Vec<Source<'static>> = Vec::new();
         for m in &self.view.mems {
-            let mut chosen: Option<bytes::Bytes> = None;
+            let mut first = prune.map(FirstWithin::new);
             let rows: Vec<Entry> = m
                 .iter_table(table)
-                .filter(|e| match prune {
-                    None => true,
-                    Some(b) if chosen.as_ref() == Some(&e.key) || !b.admits_entry(e) => false,
-                    Some(_) => {
-                        chosen = Some(e.key.clone());
-                        true
-                    }
-                })
+                .filter(|e| first.as_mut().is_none_or(|f| f.admits(&e.as_ref())))
                 .collect();
             sources.push(Box::new(rows.into_iter().map(Ok)));
         }
@@ -164,8 +157,7 @@ impl Snapshot {
         // Each source yields only its candidate per key; the merge puts the
         // best candidate of each key first.
         AsOfScan {
-            bounds,
-            chosen: None,
+            first: FirstWithin::new(bounds),
             scan: self.scan_pruned(table, Some(bounds)),
         }
     }
@@ -197,10 +189,38 @@ impl Iterator for Scan {
 /// Each entity's row as of one time (see [`Snapshot::scan_as_of`]).
 pub struct AsOfScan {
     scan: Scan,
+    first: FirstWithin,
+}
+
+/// Of versions in storage order (per key, newest first), passes only each
+/// key's first version within the bounds: the one a point read of the key
+/// chooses.
+struct FirstWithin {
     bounds: Bounds,
-    /// The key whose version was already chosen; its older versions are
-    /// skipped.
-    chosen: Option<bytes::Bytes>,
+    /// The key whose version was passed; its older versions are not.
+    chosen: Option<Vec<u8>>,
+}
+
+impl FirstWithin {
+    fn new(bounds: Bounds) -> FirstWithin {
+        FirstWithin {
+            bounds,
+            chosen: None,
+        }
+    }
+
+    /// Whether `e` is the first version of its key within the bounds.
+    fn admits(&mut self, e: &EntryRef<'_>) -> bool {
+        if self.chosen.as_deref() == Some(e.key)
+            || !self.bounds.admits(e.event_ts, e.seq, e.ingest_ts)
+        {
+            return false;
+        }
+        let chosen = self.chosen.get_or_insert_with(Vec::new);
+        chosen.clear();
+        chosen.extend_from_slice(e.key);
+        true
+    }
 }
 
 impl Iterator for AsOfScan {
@@ -212,14 +232,13 @@ impl Iterator for AsOfScan {
                 Ok(e) => e,
                 Err(err) => return Some(Err(err)),
             };
-            if self.chosen.as_ref() == Some(&e.key) || !self.bounds.admits_entry(&e) {
+            // The first version of a key within the bounds is its point
+            // read's answer.
+            if !self.first.admits(&e.as_ref()) {
                 continue;
             }
-            // Versions of a key come newest first: the first one within
-            // the bounds is the point read's answer.
             let key = e.key.clone();
-            self.chosen = Some(key.clone());
-            let read_ts = self.bounds.max_event_ts;
+            let read_ts = self.first.bounds.max_event_ts;
             if let Some(row) = visible(e.into(), read_ts, self.scan.now, self.scan.opts) {
                 return Some(Ok((key, row)));
             }
@@ -240,28 +259,21 @@ fn table_rows(
         Ok(c) => c,
         Err(e) => return Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = _> + Send>,
     };
-    let mut first = true;
-    let mut chosen: Vec<u8> = Vec::new();
+    let mut started = false;
+    let mut first = prune.map(FirstWithin::new);
     let mut next = move |cur: &mut crate::sstable::Cursor| -> Result<Option<Entry>> {
         loop {
-            if !first && !cur.advance()? {
+            if started && !cur.advance()? {
                 return Ok(None);
             }
-            first = false;
+            started = true;
             let e = cur.entry()?;
             if e.table != table {
                 return Ok(None);
             }
-            if let Some(bounds) = prune {
-                if (!chosen.is_empty() && e.key == chosen.as_slice())
-                    || !bounds.admits(e.event_ts, e.seq, e.ingest_ts)
-                {
-                    continue;
-                }
-                chosen.clear();
-                chosen.extend_from_slice(e.key);
+            if first.as_mut().is_none_or(|f| f.admits(&e)) {
+                return cur.to_entry().map(Some);
             }
-            return cur.to_entry().map(Some);
         }
     };
     Box::new(std::iter::from_fn(move || {

@@ -25,7 +25,8 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
 }
 
-fn list_of(element: DataType) -> DataType {
+/// An Arrow list of `element`, nullable items (as Arrow's builders make).
+pub fn list_of(element: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(element, true)))
 }
 

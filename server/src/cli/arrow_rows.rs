@@ -9,14 +9,14 @@
 //! is an error, never a silent null. Values are then read from the
 //! canonical arrays.
 
+use super::arrow_columns::{arrow_type, key_arrow_type, list_of};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use arrow_array::{Array, ArrayRef};
 use arrow_cast::cast::{cast_with_options, CastOptions};
-use arrow_schema::{DataType, Field, TimeUnit};
-use std::sync::Arc;
+use arrow_schema::{DataType, TimeUnit};
 use tessera_protocol::Value;
 use tessera_server::registry::{ElementType, FeatureType, KeyType};
 
@@ -37,32 +37,16 @@ pub struct Column {
     array: ArrayRef,
 }
 
-fn list_of(element: DataType) -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(element, true)))
-}
-
-/// The canonical Arrow type for `target`, given the input's type (time
-/// zones are kept: the values are UTC either way).
+/// The canonical Arrow type for `target`, given the input's type: the type
+/// the column is written as ([`arrow_type`]), except that timestamps keep
+/// the input's zone (the values are UTC either way) and embeddings are read
+/// as lists, so that a `list<float>` column casts too.
 fn canonical(target: Target, input: &DataType) -> Result<DataType, String> {
     Ok(match target {
-        Target::Key(KeyType::Int64) => DataType::Int64,
-        Target::Key(KeyType::String) => DataType::Utf8,
+        Target::Key(k) => key_arrow_type(k),
         Target::EventTs | Target::Feature(FeatureType::Timestamp) => timestamp_type(input)?,
-        Target::Feature(ty) => match ty {
-            FeatureType::Bool => DataType::Boolean,
-            FeatureType::Int32 => DataType::Int32,
-            FeatureType::Int64 => DataType::Int64,
-            FeatureType::Float32 => DataType::Float32,
-            FeatureType::Float64 => DataType::Float64,
-            FeatureType::String => DataType::Utf8,
-            FeatureType::Bytes => DataType::Binary,
-            FeatureType::Timestamp => timestamp_type(input)?,
-            FeatureType::Embedding(_) | FeatureType::List(ElementType::Float32) => {
-                list_of(DataType::Float32)
-            }
-            FeatureType::List(ElementType::Int64) => list_of(DataType::Int64),
-            FeatureType::List(ElementType::String) => list_of(DataType::Utf8),
-        },
+        Target::Feature(FeatureType::Embedding(_)) => list_of(DataType::Float32),
+        Target::Feature(ty) => arrow_type(ty),
     })
 }
 

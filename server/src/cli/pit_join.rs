@@ -32,7 +32,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value};
-use tessera_server::registry::{parse_duration, FeatureType, KeyType};
+use tessera_server::registry::{parse_duration, FeatureType, KeyColumn};
+use tessera_server::row::key::encode_key;
 
 /// Spine rows per record batch read and written.
 const SPINE_BATCH_ROWS: usize = 65_536;
@@ -74,8 +75,10 @@ pub struct PitJoinArgs {
 struct GroupPlan {
     group: String,
     features: Vec<(String, FeatureType)>,
-    /// `(spine column index, key type)` per key column, in key order.
-    keys: Vec<(usize, KeyType)>,
+    /// The entity's key columns, in key order.
+    key_columns: Vec<KeyColumn>,
+    /// The spine column holding each key column.
+    spine_keys: Vec<usize>,
 }
 
 /// Runs a point-in-time join.
@@ -156,7 +159,7 @@ fn plan_group(
         .map(str::to_owned)
         .collect();
     let features = chosen_features(group, &asked)?;
-    let keys = entity
+    let spine_keys = entity
         .keys
         .iter()
         .map(|k| {
@@ -165,13 +168,14 @@ fn plan_group(
             let index = spine
                 .index_of(column)
                 .map_err(|_| column_missing(args, column, &what))?;
-            Ok((index, k.ty))
+            Ok(index)
         })
         .collect::<Result<_, CliError>>()?;
     Ok(GroupPlan {
         group: name.to_owned(),
         features,
-        keys,
+        key_columns: entity.keys.clone(),
+        spine_keys,
     })
 }
 
@@ -322,24 +326,6 @@ fn spine_times(
     Ok((0..batch.num_rows()).map(|i| ts.event_ts(i)).collect())
 }
 
-/// Orders keys as the engine stores them: column by column, integers
-/// numerically, strings bytewise (the order of the encoded keys). Key
-/// columns are cast to their registry type, so a column's values always
-/// have one type.
-fn cmp_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
-    for (x, y) in a.iter().zip(b) {
-        let ord = match (x, y) {
-            (Value::Int64(x), Value::Int64(y)) => x.cmp(y),
-            (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
-            _ => std::cmp::Ordering::Equal,
-        };
-        if ord.is_ne() {
-            return ord;
-        }
-    }
-    a.len().cmp(&b.len())
-}
-
 /// One group's lookups for a chunk of the spine: the replies, in sorted
 /// lookup order, and for each spine row of the chunk its lookup's
 /// position among them (`None`: not looked up).
@@ -358,15 +344,19 @@ fn look_up_chunk(
     times: &[Vec<Option<i64>>],
     lag: Option<i64>,
 ) -> Result<GroupLookups, CliError> {
-    // (key, time, spine row in the chunk); rows with a null key column or
-    // time are not looked up: they get nulls.
-    let mut lookups: Vec<(Key, i64, usize)> = Vec::new();
+    // (key, time, spine row in the chunk, encoded key's range in
+    // `encoded`); rows with a null key column or time are not looked up:
+    // they get nulls. Keys are sorted by their engine encoding, which is
+    // the order the engine stores them in.
+    let mut lookups: Vec<(Key, i64, usize, std::ops::Range<usize>)> = Vec::new();
+    let mut encoded = Vec::new();
     let mut row = 0;
     for (batch, times) in batches.iter().zip(times) {
         let key_columns = plan
-            .keys
+            .spine_keys
             .iter()
-            .map(|&(index, ty)| SpineColumn::new(Target::Key(ty), batch.column(index)))
+            .zip(&plan.key_columns)
+            .map(|(&index, k)| SpineColumn::new(Target::Key(k.ty), batch.column(index)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("group `{}`: {e}", plan.group))?;
         for (i, ts) in times.iter().enumerate() {
@@ -375,17 +365,27 @@ fn look_up_chunk(
                 .map(|k| k.value(i).ok().filter(|v| *v != Value::Null))
                 .collect();
             if let (Some(ts), Some(key)) = (ts, key) {
-                lookups.push((key, *ts, row + i));
+                let start = encoded.len();
+                encode_key(&plan.key_columns, &key, &mut encoded)
+                    .map_err(|e| format!("group `{}`, spine row {}: {e}", plan.group, row + i))?;
+                lookups.push((key, *ts, row + i, start..encoded.len()));
             }
         }
         row += batch.num_rows();
     }
-    lookups.sort_unstable_by(|a, b| cmp_keys(&a.0, &b.0).then(a.1.cmp(&b.1)));
+    lookups.sort_unstable_by(|a, b| {
+        encoded[a.3.clone()]
+            .cmp(&encoded[b.3.clone()])
+            .then(a.1.cmp(&b.1))
+    });
     let mut slots: Vec<Option<usize>> = vec![None; row];
-    for (sorted, (_, _, spine_row)) in lookups.iter().enumerate() {
+    for (sorted, (_, _, spine_row, _)) in lookups.iter().enumerate() {
         slots[*spine_row] = Some(sorted);
     }
-    let keys = lookups.into_iter().map(|(key, ts, _)| (ts, key)).collect();
+    let keys = lookups
+        .into_iter()
+        .map(|(key, ts, _, _)| (ts, key))
+        .collect();
     let replies = look_up(c, plan, keys, lag)?;
     if replies.iter().any(|r| r.parts().len() != 1) {
         return Err("a PIT_LOOKUP reply without its one part".into());

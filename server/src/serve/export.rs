@@ -112,13 +112,9 @@ impl Export {
         max_reply_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<bool, Failure> {
-        let (rows, last) = self.take_rows(max_reply_bytes / 4)?;
+        let (rows, stored, last) = self.take_rows(max_reply_bytes / 4)?;
         // Room for the stored rows and the per-row arrays and bitmaps, so
         // the frame is not copied as it grows.
-        let stored: usize = rows
-            .iter()
-            .map(|r| r.key.len() + r.value.as_ref().map_or(0, Bytes::len))
-            .sum();
         out.reserve(stored + rows.len() * 48 + 4096);
         let start = out.len();
         let flags = if last {
@@ -135,13 +131,14 @@ impl Export {
         Ok(last)
     }
 
-    /// The next rows, up to the chunk limits, and whether the scan ended.
-    fn take_rows(&mut self, budget: usize) -> Result<(Vec<ExportRow>, bool), Failure> {
+    /// The next rows, up to the chunk limits, their stored bytes (keys and
+    /// values), and whether the scan ended.
+    fn take_rows(&mut self, budget: usize) -> Result<(Vec<ExportRow>, usize, bool), Failure> {
         let mut rows = Vec::new();
         let mut bytes = 0;
         while rows.len() < MAX_EXPORT_CHUNK_ROWS && bytes < budget {
             match self.rows.next() {
-                None => return Ok((rows, true)),
+                None => return Ok((rows, bytes, true)),
                 Some(Err(e)) => return Err(storage_failure(e)),
                 Some(Ok(row)) => {
                     bytes += row.key.len() + row.value.as_ref().map_or(0, Bytes::len);
@@ -149,7 +146,7 @@ impl Export {
                 }
             }
         }
-        Ok((rows, false))
+        Ok((rows, bytes, false))
     }
 
     fn write_chunk(
@@ -204,11 +201,8 @@ impl Export {
             };
             let mut writer = part.column(&column.name, ty, 0);
             for values in &decoded {
-                let value = values
-                    .get(c)
-                    .cloned()
-                    .unwrap_or(tessera_protocol::Value::Null);
-                writer.push(&value).map_err(|e| corrupt(e.to_string()))?;
+                let value = values.get(c).unwrap_or(&Value::Null);
+                writer.push(value).map_err(|e| corrupt(e.to_string()))?;
             }
             writer.finish().map_err(|e| corrupt(e.to_string()))?;
         }

@@ -21,6 +21,17 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+/// Every record batch of a Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<arrow_array::RecordBatch> {
+    let f = std::fs::File::open(path).expect("open output");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
 /// The code of a server error; panics on any other failure.
 pub fn server_code(e: ClientError) -> ErrorCode {
     match e {
