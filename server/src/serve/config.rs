@@ -107,6 +107,8 @@ pub struct ConfigFile {
     pub durability: Option<String>,
     /// See [`ServeConfig::block_cache_mib`].
     pub block_cache_mib: Option<usize>,
+    /// See [`ServeConfig::memtable_mib`].
+    pub memtable_mib: Option<usize>,
     /// See [`ServeConfig::worker_threads`].
     pub worker_threads: Option<usize>,
     /// See [`ServeConfig::allow_insecure_remote`].
@@ -155,6 +157,9 @@ pub struct ServeConfig {
     pub durability: DurabilitySetting,
     /// Block cache size; `None`: the engine's default.
     pub block_cache_mib: Option<usize>,
+    /// Size at which a memtable is frozen and flushed to an SST; `None`: the
+    /// engine's default.
+    pub memtable_mib: Option<usize>,
     /// Async worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
     /// Allow a non-loopback listen address without tokens.
@@ -184,6 +189,7 @@ impl Default for ServeConfig {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_S),
             durability: DurabilitySetting::IntervalMs(5),
             block_cache_mib: None,
+            memtable_mib: None,
             worker_threads: None,
             allow_insecure_remote: false,
             max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
@@ -224,6 +230,7 @@ impl ServeConfig {
                 .map_or(d.shutdown_grace, Duration::from_secs),
             durability,
             block_cache_mib: file.block_cache_mib,
+            memtable_mib: file.memtable_mib,
             worker_threads: file.worker_threads,
             allow_insecure_remote: file.allow_insecure_remote.unwrap_or(false),
             max_concurrent_imports: file
@@ -270,6 +277,9 @@ impl ServeConfig {
             return Err(
                 "idle_timeout_s must be at least 1: 0 would close every connection at once".into(),
             );
+        }
+        if self.memtable_mib == Some(0) {
+            return Err("memtable_mib must be at least 1".into());
         }
         if self.import_sort_mib == Some(0) {
             return Err("import_sort_mib must be at least 1".into());

@@ -164,6 +164,9 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
         block_cache_bytes: config
             .block_cache_mib
             .map_or(defaults.block_cache_bytes, |m| m << 20),
+        memtable_bytes: config
+            .memtable_mib
+            .map_or(defaults.memtable_bytes, |m| m << 20),
         ingest_run_bytes: config
             .import_sort_mib
             .map_or(defaults.ingest_run_bytes, |m| m << 20),
