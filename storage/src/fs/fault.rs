@@ -41,6 +41,10 @@
 //!   contents. Once a change is durable, so are all earlier changes to the same
 //!   names, since it builds on them (a journalling file system commits them in
 //!   order).
+//! - **Images without stopping.** [`FaultFs::image_to`] writes the same
+//!   post-crash state into a copy of the directory tree and leaves the real
+//!   files and the workload alone; with [`FaultFs::set_sync_hook`], a test
+//!   takes such an image at every sync point of a workload in one run.
 //! - **After the crash** the `FaultFs` is "powered off": every later operation
 //!   through it or any file it opened fails, so a lingering engine thread
 //!   cannot write into the crash image. To "reboot", wrap the same inner file
@@ -182,7 +186,11 @@ struct State {
     names: HashMap<PathBuf, FileId>,
     /// Directory-entry changes not yet durable, oldest first.
     pending: Vec<PendingChange>,
+    /// See [`FaultFs::set_sync_hook`].
+    sync_hook: Option<SyncHook>,
 }
+
+type SyncHook = Box<dyn FnMut(&SyncPoint<'_>) + Send>;
 
 impl State {
     /// Counts one `op` and decides whether it fails. Every operation starts
@@ -227,6 +235,14 @@ impl State {
             change,
             unsynced_dirs,
         });
+    }
+
+    /// Runs the sync hook, if any, after a successful sync of kind `op`.
+    fn synced(&mut self, op: FaultOp) {
+        if let Some(mut hook) = self.sync_hook.take() {
+            hook(&SyncPoint { state: self, op });
+            self.sync_hook = Some(hook);
+        }
     }
 
     /// Marks `dir` synced: changes with no unsynced directory left become
@@ -341,80 +357,44 @@ impl FaultFs {
             return Err(powered_off());
         }
         state.crashed = true;
-        let pending = std::mem::take(&mut state.pending);
-        for p in pending.into_iter().rev() {
-            self.undo(&mut state, p.change)?;
-        }
-        let mut files: Vec<(PathBuf, u64)> = state
-            .names
-            .keys()
-            .filter_map(|path| Some((path.clone(), state.durable_len_of(path)?)))
-            .collect();
-        // Sorted so the same seed tears the same way on every run.
-        files.sort();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for (path, durable_len) in files {
-            let tear_rng = if tear { Some(&mut rng) } else { None };
-            self.drop_unsynced(&path, durable_len, tear_rng)?;
-        }
+        let target = ImageTarget {
+            fs: &*self.inner,
+            map: &|path| Ok(path.to_path_buf()),
+            sync: true,
+        };
+        state.apply_power_loss(&target, tear, seed)?;
+        state.pending.clear();
         state.names.clear();
         state.durable_len.clear();
         Ok(())
     }
 
-    /// Reverts one directory-entry change on the real file system.
-    fn undo(&self, state: &mut State, change: NameChange) -> io::Result<()> {
-        match change {
-            NameChange::Created { path } => {
-                if self.inner.exists(&path) {
-                    self.inner.remove(&path)?;
-                }
-                state.names.remove(&path);
-            }
-            NameChange::Renamed { from, to, replaced } => {
-                self.inner.rename(&to, &from)?;
-                if let Some(id) = state.names.remove(&to) {
-                    state.names.insert(from, id);
-                }
-                if let Some(contents) = replaced {
-                    self.write_durable(&to, &contents)?;
-                }
-            }
-            NameChange::Removed { path, contents } => {
-                self.write_durable(&path, &contents)?;
-                state.names.remove(&path);
-            }
+    /// Writes to `dest` the state a power loss right now would leave of the
+    /// directory tree `root`, without touching the real files or stopping
+    /// the workload: `root` is copied as it is on disk, then the crash is
+    /// applied to the copy. `root` must be where the engine's files are, on
+    /// the local file system. `tear` and `seed` are as for
+    /// [`FaultFs::crash`].
+    pub fn image_to(&self, root: &Path, dest: &Path, tear: bool, seed: u64) -> io::Result<()> {
+        let state = self.state.lock();
+        SyncPoint {
+            state: &state,
+            op: FaultOp::Sync,
         }
-        Ok(())
+        .image_to(root, dest, tear, seed)
     }
 
-    /// Recreates a file whose contents were durable when it was replaced or
-    /// removed; it is left untracked, hence fully durable.
-    fn write_durable(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
-        let mut file = self.inner.create(path)?;
-        file.append(contents)?;
-        file.sync()
+    /// Calls `hook` right after every successful [`WritableFile::sync`] and
+    /// [`FileSystem::sync_dir`], while every other operation waits: the
+    /// points where a crash image is worth taking (see
+    /// [`SyncPoint::image_to`]). The hook must not use this `FaultFs`.
+    pub fn set_sync_hook(&self, hook: impl FnMut(&SyncPoint<'_>) + Send + 'static) {
+        self.state.lock().sync_hook = Some(Box::new(hook));
     }
 
-    /// Cuts `path` back to its durable length, keeping a random prefix of
-    /// the rest when `tear` is given.
-    fn drop_unsynced(
-        &self,
-        path: &Path,
-        durable_len: u64,
-        tear: Option<&mut rand::rngs::StdRng>,
-    ) -> io::Result<()> {
-        if !self.inner.exists(path) {
-            return Ok(());
-        }
-        let len = self.inner.open_read(path)?.len();
-        if len <= durable_len {
-            return Ok(());
-        }
-        let kept = tear.map_or(0, |rng| rng.gen_range(0..=len - durable_len));
-        let mut file = self.inner.open_append(path)?;
-        file.truncate(durable_len + kept)?;
-        file.sync()
+    /// Removes the sync hook.
+    pub fn clear_sync_hook(&self) {
+        self.state.lock().sync_hook = None;
     }
 
     /// The bytes of `path` a crash would leave: all of an untracked file, the
@@ -544,12 +524,167 @@ impl FileSystem for FaultFs {
         state.begin(FaultOp::SyncDir)?;
         self.inner.sync_dir(dir)?;
         state.dir_synced(&normalize(dir));
+        state.synced(FaultOp::SyncDir);
         Ok(())
     }
 
     fn backend_name(&self) -> &'static str {
         "fault"
     }
+}
+
+/// Where a simulated power loss is applied: the real files
+/// ([`FaultFs::crash`]) or a copy of them ([`SyncPoint::image_to`]).
+struct ImageTarget<'a> {
+    fs: &'a dyn FileSystem,
+    /// Where the file the engine knows as a path is in the target.
+    map: &'a dyn Fn(&Path) -> io::Result<PathBuf>,
+    /// Sync what is rewritten (pointless for a copy that is only read).
+    sync: bool,
+}
+
+impl ImageTarget<'_> {
+    /// Recreates a file whose contents were durable when it was replaced or
+    /// removed.
+    fn write_durable(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        let mut file = self.fs.create(&(self.map)(path)?)?;
+        file.append(contents)?;
+        if self.sync {
+            file.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts `path` back to its durable length, keeping a random prefix of
+    /// the rest when `tear` is given.
+    fn drop_unsynced(
+        &self,
+        path: &Path,
+        durable_len: u64,
+        tear: Option<&mut rand::rngs::StdRng>,
+    ) -> io::Result<()> {
+        let path = (self.map)(path)?;
+        if !self.fs.exists(&path) {
+            return Ok(());
+        }
+        let len = self.fs.open_read(&path)?.len();
+        if len <= durable_len {
+            return Ok(());
+        }
+        let kept = tear.map_or(0, |rng| rng.gen_range(0..=len - durable_len));
+        let mut file = self.fs.open_append(&path)?;
+        file.truncate(durable_len + kept)?;
+        if self.sync {
+            file.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Reverts one directory-entry change; `names` follows it.
+    fn undo(&self, names: &mut HashMap<PathBuf, FileId>, change: &NameChange) -> io::Result<()> {
+        match change {
+            NameChange::Created { path } => {
+                let at = (self.map)(path)?;
+                if self.fs.exists(&at) {
+                    self.fs.remove(&at)?;
+                }
+                names.remove(path);
+            }
+            NameChange::Renamed { from, to, replaced } => {
+                self.fs.rename(&(self.map)(to)?, &(self.map)(from)?)?;
+                if let Some(id) = names.remove(to) {
+                    names.insert(from.clone(), id);
+                }
+                if let Some(contents) = replaced {
+                    self.write_durable(to, contents)?;
+                }
+            }
+            NameChange::Removed { path, contents } => {
+                self.write_durable(path, contents)?;
+                names.remove(path);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Applies to `target` what a power loss now would do: undoes the
+    /// directory changes not yet durable, newest first, then cuts each file
+    /// to its durable length (or a torn prefix of its unsynced bytes).
+    fn apply_power_loss(&self, target: &ImageTarget<'_>, tear: bool, seed: u64) -> io::Result<()> {
+        let mut names = self.names.clone();
+        for p in self.pending.iter().rev() {
+            target.undo(&mut names, &p.change)?;
+        }
+        let mut files: Vec<(PathBuf, u64)> = names
+            .iter()
+            .filter_map(|(path, id)| Some((path.clone(), *self.durable_len.get(id)?)))
+            .collect();
+        // Sorted so the same seed tears the same way on every run.
+        files.sort();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for (path, durable_len) in files {
+            let tear_rng = if tear { Some(&mut rng) } else { None };
+            target.drop_unsynced(&path, durable_len, tear_rng)?;
+        }
+        Ok(())
+    }
+}
+
+/// The moment after a successful sync, as seen by a hook set with
+/// [`FaultFs::set_sync_hook`]: nothing else happens on the file system until
+/// the hook returns.
+pub struct SyncPoint<'a> {
+    state: &'a State,
+    op: FaultOp,
+}
+
+impl SyncPoint<'_> {
+    /// The sync that just succeeded: [`FaultOp::Sync`] or
+    /// [`FaultOp::SyncDir`].
+    pub fn op(&self) -> FaultOp {
+        self.op
+    }
+
+    /// Writes to `dest` (which must not exist) the state a power loss at
+    /// this point would leave of the tree `root`; see [`FaultFs::image_to`].
+    pub fn image_to(&self, root: &Path, dest: &Path, tear: bool, seed: u64) -> io::Result<()> {
+        if self.state.crashed {
+            return Err(powered_off());
+        }
+        copy_tree(root, dest)?;
+        let root = normalize(root);
+        let map = |path: &Path| match path.strip_prefix(&root) {
+            Ok(rel) => Ok(dest.join(rel)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is outside the imaged tree", path.display()),
+            )),
+        };
+        let os = super::OsFs::default();
+        let target = ImageTarget {
+            fs: &os,
+            map: &map,
+            sync: false,
+        };
+        self.state.apply_power_loss(&target, tear, seed)
+    }
+}
+
+/// Copies the directory tree `from` to `to`, which must not exist.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// A file opened for appending through a [`FaultFs`].
@@ -571,6 +706,7 @@ impl WritableFile for FaultWritable {
         state.begin(FaultOp::Sync)?;
         self.inner.sync()?;
         state.set_durable_len(self.id, self.inner.len());
+        state.synced(FaultOp::Sync);
         Ok(())
     }
 
@@ -934,6 +1070,40 @@ mod tests {
         assert_eq!(rebooted.read_all(&path).unwrap(), b"abc");
     }
 
+    #[test]
+    fn sync_hook_sees_every_sync_and_can_take_images() {
+        let (dir, _inner, fs) = setup();
+        let images = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let dest = images.path().to_path_buf();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        fs.set_sync_hook(move |point| {
+            let mut log = log.lock();
+            let image = dest.join(log.len().to_string());
+            point.image_to(&root, &image, false, 0).unwrap();
+            log.push((point.op(), std::fs::read(image.join("f")).unwrap_or_default()));
+        });
+        let mut f = fs.create(&dir.path().join("f")).unwrap();
+        f.append(b"one").unwrap();
+        f.sync().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        f.append(b"two").unwrap();
+        f.sync().unwrap();
+        fs.clear_sync_hook();
+        f.sync().unwrap();
+        let seen = seen.lock();
+        // The first image is before the name is durable: no file at all.
+        assert_eq!(
+            *seen,
+            vec![
+                (FaultOp::Sync, Vec::new()),
+                (FaultOp::SyncDir, b"one".to_vec()),
+                (FaultOp::Sync, b"onetwo".to_vec()),
+            ]
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum FileStep {
         Append(Vec<u8>),
@@ -1060,6 +1230,49 @@ mod tests {
             }
             fs.crash(false, 0).unwrap();
             prop_assert_eq!(snapshot(&inner, dir.path()), last_synced);
+        }
+
+        /// An image taken while the workload goes on is exactly what a
+        /// crash at that moment leaves.
+        #[test]
+        fn image_equals_the_crash(
+            steps in proptest::collection::vec(name_step(), 0..24),
+            appends in proptest::collection::vec(file_step(), 0..24),
+            tear in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let (dir, inner, fs) = setup();
+            let name = |i: usize| dir.path().join(format!("n{i}"));
+            let mut log = fs.create(&dir.path().join("log")).unwrap();
+            for (i, step) in steps.into_iter().enumerate() {
+                match step {
+                    NameStep::Create(i, b) => {
+                        let mut f = fs.create(&name(i)).unwrap();
+                        f.append(&b).unwrap();
+                    }
+                    NameStep::Rename(a, b) if inner.exists(&name(a)) => {
+                        fs.rename(&name(a), &name(b)).unwrap();
+                    }
+                    NameStep::Remove(i) if inner.exists(&name(i)) => fs.remove(&name(i)).unwrap(),
+                    NameStep::SyncDir => fs.sync_dir(dir.path()).unwrap(),
+                    _ => {}
+                }
+                match appends.get(i) {
+                    Some(FileStep::Append(b)) => log.append(b).unwrap(),
+                    Some(FileStep::Sync) => log.sync().unwrap(),
+                    None => {}
+                }
+            }
+            let images = tempfile::tempdir().unwrap();
+            let dest = images.path().join("image");
+            fs.image_to(dir.path(), &dest, tear, seed).unwrap();
+            fs.crash(tear, seed).unwrap();
+            let sorted = |d: &Path| {
+                let mut s = snapshot(&inner, d);
+                s.sort();
+                s
+            };
+            prop_assert_eq!(sorted(&dest), sorted(dir.path()));
         }
     }
 }
