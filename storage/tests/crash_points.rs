@@ -172,8 +172,7 @@ fn every_sync_point_of_a_long_workload_recovers_a_prefix_with_every_ack() {
     let mut next = 0;
     for n in batches {
         let mut batch = WriteBatch::new();
-        for i in next..next + n {
-            let op = ops[i];
+        for (i, op) in ops.iter().enumerate().skip(next).take(n) {
             let result = if op.delete {
                 batch.delete(TABLE, &key(op.key), i as i64)
             } else {
