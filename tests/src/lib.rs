@@ -3,6 +3,11 @@
 //! The crash suite runs `crash-writer` (in `src/bin`) as a child process,
 //! kills it with SIGKILL at random moments, and checks the data directory
 //! against the writes the child acknowledged on stdout.
+//!
+//! [`fuzz`] holds the fuzz targets' bodies, which `fuzz/` and the corpus
+//! replay test share.
+
+pub mod fuzz;
 
 /// One acknowledged write, as printed by `crash-writer`.
 #[derive(Clone, Debug, PartialEq, Eq)]

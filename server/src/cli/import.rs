@@ -11,7 +11,6 @@
 //! and the rest commits; without it the first invalid row fails the import
 //! and nothing is committed.
 
-use super::arrow_rows::{Column, Target};
 use super::parquet_out::{progress, ParquetOut};
 use super::rows::RegistryView;
 use super::{connect, CliError, ClientArgs};
@@ -22,14 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_protocol::{ImportBegin, ImportRows, PutRow, Rejection};
-use tessera_server::registry::{FeatureGroup, Status};
+use tessera_server::columnar::import::{self as reader, Mapping};
+use tessera_server::registry::FeatureGroup;
 
-/// Rows per `IMPORT_ROWS`.
-const BATCH_ROWS: usize = 16_384;
 /// `IMPORT_ROWS` sent ahead of their replies.
 const IMPORT_BATCHES_IN_FLIGHT: usize = 1;
-/// Rows per Parquet record batch read.
-const READ_BATCH_ROWS: usize = 16_384;
 
 /// Arguments of `tessera import`.
 #[derive(Clone, Debug, clap::Args)]
@@ -49,14 +45,6 @@ pub struct ImportArgs {
     /// Parquet files, or directories of them.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-}
-
-/// How the files' columns map to the group.
-struct Mapping {
-    /// `(file column, target)` in the order values are sent.
-    columns: Vec<(String, Target)>,
-    /// The names the session is opened with.
-    names: Vec<String>,
 }
 
 /// Runs an import.
@@ -196,15 +184,14 @@ pub(super) fn open_parquet(
     file: &Path,
 ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, CliError> {
     let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.display()))
+    reader::open_parquet(f, file)
 }
 
 fn file_rows(file: &Path) -> Result<u64, CliError> {
     Ok(u64::try_from(open_parquet(file)?.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
-/// Maps the first file's columns to the group.
+/// Maps the first file's columns to the group, naming the columns ignored.
 fn mapping(
     file: &Path,
     group: &FeatureGroup,
@@ -212,57 +199,19 @@ fn mapping(
     ts_column: &str,
 ) -> Result<Mapping, CliError> {
     let builder = open_parquet(file)?;
-    let schema = builder.schema();
-    let has = |name: &str| schema.field_with_name(name).is_ok();
-    let mut columns = Vec::new();
-    for k in &entity.keys {
-        if !has(&k.name) {
-            return Err(format!(
-                "{}: no column `{}`, a key column of `{}`",
-                file.display(),
-                k.name,
-                entity.name
-            ));
-        }
-        columns.push((k.name.clone(), Target::Key(k.ty)));
-    }
-    if !has(ts_column) {
-        return Err(format!(
-            "{}: no event time column `{ts_column}` (see --timestamp-column)",
-            file.display()
-        ));
-    }
-    let mut ignored = Vec::new();
-    for field in schema.fields() {
-        let name = field.name();
-        if name == ts_column || entity.keys.iter().any(|k| &k.name == name) {
-            continue;
-        }
-        match group
-            .features
-            .iter()
-            .find(|f| &f.name == name && f.status == Status::Active)
-        {
-            Some(f) => columns.push((name.clone(), Target::Feature(f.ty))),
-            None => ignored.push(name.clone()),
-        }
-    }
-    if !ignored.is_empty() {
+    let mapping = reader::mapping(builder.schema(), file, group, entity, ts_column)?;
+    if !mapping.ignored.is_empty() {
         eprintln!(
             "ignoring columns that are not active features of `{}`: {}",
             group.name,
-            ignored.join(", ")
+            mapping.ignored.join(", ")
         );
     }
-    let names = columns.iter().map(|(n, _)| n.clone()).collect();
-    columns.push((ts_column.to_string(), Target::EventTs));
-    Ok(Mapping { columns, names })
+    Ok(mapping)
 }
 
 /// Reads one file's rows and hands them to `send` in batches, numbered
-/// from 0 in the file. A row whose values cannot be read at all (a null
-/// event time, a null inside a list) fails the import, or with rejection
-/// goes to `rejects`.
+/// from 0 in the file (see [`reader::read_rows`]).
 fn read_file(
     file: &Path,
     mapping: &Mapping,
@@ -270,75 +219,7 @@ fn read_file(
     send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), CliError>,
     rejects: &mut Vec<(PathBuf, Rejection)>,
 ) -> Result<(), CliError> {
-    let reader = open_parquet(file)?
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    let (mut batch, mut batch_first, mut row_no) = (Vec::with_capacity(BATCH_ROWS), 0u64, 0u64);
-    let value_columns = mapping.columns.len() - 1;
-    for record in reader {
-        let record = record
-            .map_err(|e| format!("{}: the file is damaged or truncated: {e}", file.display()))?;
-        let columns = cast_columns(file, &record, mapping)?;
-        let (values, ts) = columns.split_at(value_columns);
-        for i in 0..record.num_rows() {
-            match read_row(values, &ts[0], i) {
-                Ok(row) => batch.push(row),
-                Err(reason) if !rejecting => {
-                    return Err(format!("{}: row {row_no}: {reason}", file.display()));
-                }
-                Err(reason) => rejects.push((
-                    file.to_path_buf(),
-                    Rejection {
-                        row: row_no,
-                        reason,
-                    },
-                )),
-            }
-            row_no += 1;
-            if batch.len() == BATCH_ROWS {
-                send(
-                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)),
-                    batch_first,
-                )?;
-                batch_first = row_no;
-            }
-        }
-    }
-    if !batch.is_empty() {
-        send(batch, batch_first)?;
-    }
-    Ok(())
-}
-
-fn cast_columns(
-    file: &Path,
-    record: &RecordBatch,
-    mapping: &Mapping,
-) -> Result<Vec<Column>, CliError> {
-    mapping
-        .columns
-        .iter()
-        .map(|(name, target)| {
-            let array = record.column_by_name(name).ok_or_else(|| {
-                format!(
-                    "{}: no column `{name}` (every file must carry the first file's columns)",
-                    file.display()
-                )
-            })?;
-            Column::new(*target, array)
-                .map_err(|e| format!("{}: column `{name}`: {e}", file.display()))
-        })
-        .collect()
-}
-
-fn read_row(values: &[Column], ts: &Column, i: usize) -> Result<PutRow, String> {
-    let event_ts = ts.event_ts(i).ok_or("the event time is null")?;
-    let values = values
-        .iter()
-        .map(|c| c.value(i))
-        .collect::<Result<_, _>>()?;
-    Ok(PutRow { event_ts, values })
+    reader::read_rows(open_parquet(file)?, file, mapping, rejecting, send, rejects)
 }
 
 /// Writes the dead-letter file: source file, row, reason.

@@ -6,8 +6,6 @@
 //! `--token` (or `TESSERA_TOKEN`). Errors are one line on stderr and a
 //! non-zero exit status (see `main.rs`).
 
-mod arrow_columns;
-mod arrow_rows;
 mod export;
 mod get;
 mod import;
@@ -25,6 +23,7 @@ pub use registry::{apply, plan, registry_history};
 pub use rows::{delete, put};
 
 use tessera_protocol::{Client, ClientOptions};
+use tessera_server::columnar::{arrow_columns, arrow_rows};
 
 /// Default server address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7411";

@@ -179,6 +179,49 @@ impl BlockIndex {
     }
 }
 
+/// One record of a decoded index block, as [`decode_index`] returns it: a
+/// data block's last entry and where the block is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRecord {
+    /// Table of the block's last entry.
+    pub table: TableId,
+    /// Key of the block's last entry.
+    pub key: Bytes,
+    /// Event time of the block's last entry.
+    pub event_ts: Timestamp,
+    /// Sequence number of the block's last entry.
+    pub seq: SeqNo,
+    /// File offset of the block's stored payload.
+    pub offset: u64,
+    /// Stored (possibly compressed) payload length, trailer excluded.
+    pub stored_len: u32,
+}
+
+/// Decodes the verified payload of an index block exactly as
+/// [`super::Table::open`] does, expecting `blocks` records whose handles
+/// tile `[data_start, data_end)`. A table decodes its own index; this is
+/// public for fuzzing and tests of the decoder.
+pub fn decode_index(
+    data: &Bytes,
+    blocks: u32,
+    data_start: u64,
+    data_end: u64,
+) -> Result<Vec<IndexRecord>> {
+    let index = BlockIndex::decode(data, Path::new("index"), 0, blocks, data_start, data_end)?;
+    Ok(index
+        .entries
+        .into_iter()
+        .map(|e| IndexRecord {
+            table: e.table,
+            key: e.key,
+            event_ts: e.event_ts,
+            seq: e.seq,
+            offset: e.handle.offset,
+            stored_len: e.handle.len,
+        })
+        .collect())
+}
+
 fn decode_record(r: &mut Reader<'_>, data: &Bytes) -> Result<IndexEntry> {
     let table = r.u32()?;
     let key_len = usize::from(r.u16()?);

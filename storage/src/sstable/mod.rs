@@ -37,6 +37,7 @@ pub use block::Block;
 pub(crate) use block::BlockInner;
 pub use builder::{BuildOptions, TableBuilder};
 pub use footer::HEADER_LEN;
+pub use index::{decode_index, IndexRecord};
 pub use keydir::KeyDirEntry;
 pub use table::{load_blocks, Cursor, Table, TableIter};
 pub(crate) use table::{load_blocks_pinned, HeldBlock};

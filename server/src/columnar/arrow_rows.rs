@@ -10,6 +10,7 @@
 //! canonical arrays.
 
 use super::arrow_columns::{arrow_type, key_arrow_type, list_of};
+use crate::registry::{ElementType, FeatureType, KeyType};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
@@ -18,7 +19,6 @@ use arrow_array::{Array, ArrayRef};
 use arrow_cast::cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, TimeUnit};
 use tessera_protocol::Value;
-use tessera_server::registry::{ElementType, FeatureType, KeyType};
 
 /// What a column becomes.
 #[derive(Clone, Copy, Debug)]

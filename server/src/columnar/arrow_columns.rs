@@ -7,6 +7,7 @@
 //! number of replies (one export chunk after another, or the lookups of a
 //! join in spine order) and finishes into one array.
 
+use crate::registry::{ElementType, FeatureType, KeyType};
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, FixedSizeListBuilder, Float32Builder, Float64Builder,
     Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
@@ -15,7 +16,6 @@ use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, TimeUnit};
 use std::sync::Arc;
 use tessera_protocol::{Column, Value};
-use tessera_server::registry::{ElementType, FeatureType, KeyType};
 
 /// The time zone every timestamp column is written with.
 pub const UTC: &str = "UTC";
