@@ -169,8 +169,9 @@ impl WalWriter {
     ) -> Result<WalWriter> {
         let header = encode_segment_header(segment_no);
         file.append(&header)
-            .map_err(|e| Error::io("append", &path, e))?;
-        file.sync().map_err(|e| Error::io("fsync", &path, e))?;
+            .map_err(|e| Error::io("append segment header", &path, e))?;
+        file.sync()
+            .map_err(|e| Error::io("fsync segment header", &path, e))?;
         Ok(Self::new(file, path, segment_no))
     }
 
