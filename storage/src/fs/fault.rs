@@ -1082,7 +1082,10 @@ mod tests {
             let mut log = log.lock();
             let image = dest.join(log.len().to_string());
             point.image_to(&root, &image, false, 0).unwrap();
-            log.push((point.op(), std::fs::read(image.join("f")).unwrap_or_default()));
+            log.push((
+                point.op(),
+                std::fs::read(image.join("f")).unwrap_or_default(),
+            ));
         });
         let mut f = fs.create(&dir.path().join("f")).unwrap();
         f.append(b"one").unwrap();
