@@ -536,10 +536,12 @@ fn positions(len: usize) -> impl Iterator<Item = usize> {
 #[test]
 fn no_single_flipped_byte_in_either_file_goes_unnoticed() {
     let dir = populated();
+    let mut flips = 0;
     for name in [REGISTRY_FILE, AUDIT_FILE] {
         let path = dir.path().join(name);
         let good = std::fs::read(&path).expect("read");
         for at in positions(good.len()) {
+            flips += 1;
             edit(&path, |b| {
                 b.clone_from(&good);
                 b[at] ^= 0x10;
@@ -557,6 +559,7 @@ fn no_single_flipped_byte_in_either_file_goes_unnoticed() {
         }
         std::fs::write(&path, &good).expect("restore");
     }
+    println!("registry bit rot: {flips} flips, {flips} detected");
     assert_eq!(
         RegistryStore::open(dir.path())
             .expect("intact")
