@@ -12,7 +12,10 @@
 //!   rate;
 //! - `ping`: the per-request floor (protocol `PING`s, or a bare echo);
 //! - `offline`: import, export and pit-join figures, and slates during an
-//!   import.
+//!   import;
+//! - `hostile`: hostile clients (random bytes, huge lengths, half-open,
+//!   slowloris, thousands of connections, pipelining floods, clients that
+//!   never read) and what they cost a victim's slates and the server's RSS.
 
 mod cassandra_peer;
 mod cql;
@@ -20,6 +23,7 @@ mod dataset;
 mod engine_bench;
 mod floor_bench;
 mod gen_bench;
+mod hostile;
 mod net_bench;
 mod offline_bench;
 mod redis_peer;
@@ -55,6 +59,9 @@ enum Command {
     Ping(floor_bench::PingArgs),
     /// Offline figures: import, export and pit-join; slates during an import.
     Offline(offline_bench::OfflineArgs),
+    /// Hostile clients against a running server: victim slate latency,
+    /// server RSS and liveness during each attack.
+    Hostile(hostile::HostileArgs),
 }
 
 fn main() {
@@ -74,6 +81,9 @@ fn main() {
         }
         Command::Offline(args) => {
             offline_bench::offline(&args).map_err(|e| e as Box<dyn std::error::Error>)
+        }
+        Command::Hostile(args) => {
+            hostile::hostile(&args).map_err(|e| e as Box<dyn std::error::Error>)
         }
     };
     if let Err(e) = result {

@@ -62,13 +62,13 @@ pub struct TargetArgs {
     addr: Option<String>,
     /// Access token (tessera).
     #[arg(long, env = "TESSERA_TOKEN", default_value = "")]
-    token: String,
+    pub(crate) token: String,
     /// Users in the dataset.
     #[arg(long, default_value_t = 1_000_000)]
-    users: u64,
+    pub(crate) users: u64,
     /// Articles in the dataset.
     #[arg(long, default_value_t = 200_000)]
-    articles: u64,
+    pub(crate) articles: u64,
     /// Spin on the socket for replies instead of sleeping (tessera; see
     /// `ClientOptions::busy_poll`).
     #[arg(long)]
@@ -86,7 +86,7 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.addr.clone().unwrap_or_else(|| {
             match self.target {
                 Target::Tessera => "127.0.0.1:7411",
@@ -434,21 +434,7 @@ pub fn mixed(args: &MixedArgs) -> Result<(), BoxError> {
 
 fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
     let t = &args.target;
-    let user_f = t.features(USER_GROUP)?;
-    let article_f = t.features(ARTICLE_GROUP)?;
-    let user_features: Vec<String> = user_f
-        .ints
-        .iter()
-        .chain(&user_f.floats)
-        .chain(std::iter::once(&user_f.embedding.0))
-        .cloned()
-        .collect();
-    let article_features: Vec<String> = article_f
-        .floats
-        .iter()
-        .chain(std::iter::once(&article_f.embedding.0))
-        .cloned()
-        .collect();
+    let (user_features, article_features) = slate_features(t)?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let per_conn_rate = args.rate.map(|r| r / args.connections as f64);
@@ -457,19 +443,12 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
             let (t, measuring, stop) = (t.clone(), measuring.clone(), stop.clone());
             let (uf, af, zipf) = (user_features.clone(), article_features.clone(), args.zipf);
             std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u64), BoxError> {
-                let mut client = slate_client(&t, uf.clone(), af.clone())?;
-                let mut rng = StdRng::seed_from_u64(42 + w as u64);
-                let users = Zipf::new(t.users, zipf)?;
-                let articles = Zipf::new(t.articles, zipf)?;
+                let mut slates = SlateLoop::new(&t, &uf, &af, zipf, 42 + w as u64)?;
                 let mut hist = Histogram::<u64>::new(3)?;
                 let (mut count, mut found) = (0u64, 0u64);
                 let interval = per_conn_rate.map(|r| Duration::from_secs_f64(1.0 / r));
                 let mut next_send = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    let user = scatter(users.sample(&mut rng) as u64 - 1, t.users);
-                    let arts: Vec<u64> = (0..ARTICLES_PER_SLATE)
-                        .map(|_| scatter(articles.sample(&mut rng) as u64 - 1, t.articles))
-                        .collect();
                     let start = match interval {
                         Some(iv) => {
                             let now = Instant::now();
@@ -482,7 +461,7 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
                         }
                         None => Instant::now(),
                     };
-                    let rows = client.slate(user, &arts)?;
+                    let rows = slates.next_slate()?;
                     let ns = start.elapsed().as_nanos() as u64;
                     if measuring.load(Ordering::Relaxed) {
                         hist.record(ns.max(1))?;
@@ -583,6 +562,71 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The features the standard slate projects: the user's int64, float64
+/// and embedding features, and each article's float64 features and
+/// embedding.
+pub(crate) fn slate_features(t: &TargetArgs) -> Result<(Vec<String>, Vec<String>), BoxError> {
+    let user_f = t.features(USER_GROUP)?;
+    let article_f = t.features(ARTICLE_GROUP)?;
+    let user_features = user_f
+        .ints
+        .iter()
+        .chain(&user_f.floats)
+        .chain(std::iter::once(&user_f.embedding.0))
+        .cloned()
+        .collect();
+    let article_features = article_f
+        .floats
+        .iter()
+        .chain(std::iter::once(&article_f.embedding.0))
+        .cloned()
+        .collect();
+    Ok((user_features, article_features))
+}
+
+/// One connection sending standard slates of Zipf-chosen users and
+/// articles: what each `slate` worker runs, one slate per call.
+pub(crate) struct SlateLoop {
+    client: Box<dyn SlateClient>,
+    rng: StdRng,
+    users: Zipf<f64>,
+    articles: Zipf<f64>,
+    n_users: u64,
+    n_articles: u64,
+}
+
+impl SlateLoop {
+    /// Connects to the target; `seed` picks the sequence of keys.
+    pub(crate) fn new(
+        t: &TargetArgs,
+        uf: &[String],
+        af: &[String],
+        zipf: f64,
+        seed: u64,
+    ) -> Result<SlateLoop, BoxError> {
+        Ok(SlateLoop {
+            client: slate_client(t, uf.to_vec(), af.to_vec())?,
+            rng: StdRng::seed_from_u64(seed),
+            users: Zipf::new(t.users, zipf)?,
+            articles: Zipf::new(t.articles, zipf)?,
+            n_users: t.users,
+            n_articles: t.articles,
+        })
+    }
+
+    /// Sends one slate and waits for it; returns the rows found.
+    pub(crate) fn next_slate(&mut self) -> Result<u64, BoxError> {
+        let user = scatter(self.users.sample(&mut self.rng) as u64 - 1, self.n_users);
+        let arts: Vec<u64> = (0..ARTICLES_PER_SLATE)
+            .map(|_| {
+                let rank = self.articles.sample(&mut self.rng) as u64 - 1;
+                scatter(rank, self.n_articles)
+            })
+            .collect();
+        self.client.slate(user, &arts)
+    }
 }
 
 /// One connection's way of writing whole rows of one group.
@@ -721,7 +765,7 @@ impl SlateClient for TesseraSlates {
     }
 }
 
-fn slate_request(uf: &[String], af: &[String]) -> SlateRequest {
+pub(crate) fn slate_request(uf: &[String], af: &[String]) -> SlateRequest {
     SlateRequest {
         as_of: None,
         known_at: None,

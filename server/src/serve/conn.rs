@@ -7,8 +7,22 @@
 //! [`WRITE_BATCH_BYTES`], so a pipelined burst costs few writes. Memory per
 //! connection is bounded: one request body (at most the frame limit), the
 //! output buffer (a batch plus one reply, refused past the frame limit) and
-//! a fixed-size read buffer. A client that stops reading blocks its own
-//! connection's writes, and so its reads: nothing queues up.
+//! a fixed-size read buffer; a connection quiet for [`IDLE_RELEASE`] gives
+//! all three back until it sends again. A client that stops reading blocks its own
+//! connection's writes, and so its reads: nothing queues up. A body is
+//! read into memory as it arrives, so a header alone, whatever size it
+//! declares, costs nothing.
+//!
+//! Time limits: a connection must complete its `HELLO` within
+//! [`FRAME_TIMEOUT`] of connecting, and each later frame within
+//! [`FRAME_TIMEOUT`] (plus a second per [`MIN_BODY_BYTES_PER_S`] of body)
+//! of its first byte; between frames it may idle up to the idle timeout,
+//! which also caps both. So a client trickling bytes (a slowloris) or
+//! sending half a frame holds its connection for seconds, not forever.
+//!
+//! Fairness: a connection working through pipelined requests yields to
+//! the runtime every [`FAIR_SLICE`], so a flood on one connection delays
+//! the others' requests by a slice, not by its whole burst.
 //!
 //! Reads run on the async worker (a slate takes microseconds); writes and
 //! registry applies, which wait for fsync, and the long reads of the
@@ -27,7 +41,8 @@ use tessera_protocol::{
     encode_error, encode_reply, ErrorBody, ErrorCode, FrameHeader, HelloReply, ImportBegin,
     ImportBegun, ImportRows, Opcode, Reply, Request, HEADER_LEN, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -36,11 +51,27 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Replies are written once this many bytes are queued, even while more
 /// pipelined requests wait.
 const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// First allocation of a request body's buffer; it doubles as more arrives.
+const BODY_FIRST_BYTES: usize = 64 << 10;
 /// Largest request body buffer a connection keeps between requests.
 const KEPT_BODY_BYTES: usize = 4 << 20;
 /// Largest frame accepted before `HELLO`: room for any token and client
 /// name, so an unauthenticated client cannot make the server allocate much.
 const MAX_UNAUTHENTICATED_FRAME_BYTES: usize = 64 << 10;
+/// Longest a new connection may take to complete its `HELLO`, and a frame
+/// to arrive once its first byte has (the idle timeout, if shorter, bounds
+/// both).
+pub(super) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slowest rate a large body may arrive at: each such many bytes the header
+/// declares add a second to its frame's deadline.
+pub(super) const MIN_BODY_BYTES_PER_S: u64 = 1 << 20;
+/// A connection with pipelined requests still buffered yields to the
+/// runtime once it has run this long, so that other connections' requests
+/// (and the I/O driver) get their turn.
+const FAIR_SLICE: Duration = Duration::from_micros(200);
+/// A connection quiet this long gives back its read, output and body
+/// buffers until it sends again.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// How long, and how much input, a closing connection discards so that its
 /// last error frame is not destroyed by a reset.
 const LINGER_TIME: Duration = Duration::from_millis(200);
@@ -63,38 +94,61 @@ pub(super) async fn serve(
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let (rd, wr) = stream.into_split();
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    // No buffer until the client sends something.
+    let mut input = Input::Bare(rd);
     let mut writer = wr;
     let mut conn = Connection {
         shared,
         session: None,
-        out: Vec::with_capacity(WRITE_BATCH_BYTES),
+        out: Vec::new(),
         imports: Imports::default(),
         export: None,
         body: Vec::new(),
     };
     let idle = conn.shared.config.idle_timeout;
+    let frame_timeout = FRAME_TIMEOUT.min(idle);
+    let hello_deadline = Instant::now() + frame_timeout;
     let mut stopping = false;
+    let mut slice_start = Instant::now();
     loop {
         // After shutdown began, requests already received in full are
         // still answered; nothing more is read from the socket.
-        if stopping && !holds_complete_frame(reader.buffer()) {
+        if stopping && !holds_complete_frame(input.buffer()) {
             break;
         }
-        let mut header = [0u8; HEADER_LEN];
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, reader.read_exact(&mut header)) => r,
+        // Wait for the next frame's first byte: up to the idle timeout, or
+        // until the HELLO deadline on a connection that has not said it.
+        let waits = input.buffer().is_empty();
+        let wait = match conn.session {
+            None => hello_deadline.saturating_duration_since(Instant::now()),
+            Some(_) => idle,
+        };
+        let first = tokio::select! {
+            r = input.first_byte(wait, &mut conn) => r,
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
                 continue;
             }
         };
-        match read {
+        // A clean close, a reset, or an idle client: nothing to answer.
+        let Some(reader) = first else {
+            break;
+        };
+        if waits {
+            slice_start = Instant::now();
+        }
+        let started = Instant::now();
+        let deadline = match conn.session {
+            None => hello_deadline,
+            Some(_) => started + frame_timeout,
+        };
+        let mut header = [0u8; HEADER_LEN];
+        match tokio::time::timeout_at(deadline.into(), reader.read_exact(&mut header)).await {
             Ok(Ok(_)) => {}
-            // A clean close, a reset, or an idle client: nothing to answer.
+            // Half a header within the deadline: a slow or stalled sender.
             Ok(Err(_)) | Err(_) => break,
         }
-        let next = match conn.read_frame(&header, &mut reader, idle).await {
+        let next = match conn.read_frame(&header, reader, started, deadline).await {
             Ok((h, body)) => {
                 let next = conn.handle(h, &body, Instant::now()).await;
                 conn.recycle(body);
@@ -120,8 +174,15 @@ pub(super) async fn serve(
             }
         }
         if let Next::Close = next {
-            linger(&mut writer, &mut reader).await;
+            linger(&mut writer, reader).await;
             break;
+        }
+        // Requests buffered in our reader complete without touching the
+        // socket, so without this a pipelined flood would keep the worker
+        // (and every other connection on it) for its whole burst.
+        if more_waiting && slice_start.elapsed() >= FAIR_SLICE {
+            tokio::task::yield_now().await;
+            slice_start = Instant::now();
         }
     }
     // Replies still queued behind pipelined requests go out before the
@@ -130,6 +191,89 @@ pub(super) async fn serve(
     if let Some(peer) = peer {
         tracing::debug!(%peer, "connection closed");
     }
+}
+
+/// The connection's input: buffered while the client is active, bare (no
+/// buffer) until it first sends and again once it has been quiet for
+/// [`IDLE_RELEASE`], so thousands of idle connections hold no buffers.
+enum Input {
+    Buffered(BufReader<OwnedReadHalf>),
+    Bare(OwnedReadHalf),
+    /// Only while switching between the two.
+    Switching,
+}
+
+impl Input {
+    /// Bytes received and not yet consumed.
+    fn buffer(&self) -> &[u8] {
+        match self {
+            Input::Buffered(r) => r.buffer(),
+            Input::Bare(_) | Input::Switching => &[],
+        }
+    }
+
+    /// Waits up to `wait` for at least one byte; `None` on a close, an
+    /// error or the timeout. A connection quiet for [`IDLE_RELEASE`] drops
+    /// its read buffer and `conn`'s output and body buffers while it waits
+    /// on. Cancel-safe: no byte is lost if the future is dropped.
+    async fn first_byte(
+        &mut self,
+        wait: Duration,
+        conn: &mut Connection,
+    ) -> Option<&mut BufReader<OwnedReadHalf>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        if let Input::Buffered(r) = self {
+            if r.buffer().is_empty() {
+                match tokio::time::timeout(IDLE_RELEASE.min(wait), r.fill_buf()).await {
+                    Ok(Ok(bytes)) if !bytes.is_empty() => {}
+                    Ok(_) => return None,
+                    Err(_) => {
+                        // Quiet: give the buffers back while waiting on.
+                        if let Input::Buffered(r) = std::mem::replace(self, Input::Switching) {
+                            *self = Input::Bare(r.into_inner());
+                        }
+                        conn.release_buffers();
+                    }
+                }
+            }
+        }
+        if let Input::Bare(rd) = self {
+            match tokio::time::timeout_at(deadline, rd.readable()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+            if let Input::Bare(rd) = std::mem::replace(self, Input::Switching) {
+                *self = Input::Buffered(BufReader::with_capacity(READ_BUFFER_BYTES, rd));
+            }
+        }
+        let Input::Buffered(r) = self else {
+            return None;
+        };
+        match tokio::time::timeout_at(deadline, r.fill_buf()).await {
+            Ok(Ok(bytes)) if !bytes.is_empty() => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `len` bytes into the empty `body`, growing it by what has arrived
+/// so far (doubling from [`BODY_FIRST_BYTES`]), never past `len`.
+async fn read_body(
+    reader: &mut BufReader<OwnedReadHalf>,
+    len: usize,
+    body: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let grow = body.len().max(BODY_FIRST_BYTES).min(len - body.len());
+            body.reserve_exact(grow);
+        }
+        let room = (body.capacity() - body.len()).min(len - body.len());
+        if (&mut *reader).take(room as u64).read_buf(body).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// Whether `buf` starts with a whole frame (header and body).
@@ -147,7 +291,7 @@ fn holds_complete_frame(buf: &[u8]) -> bool {
 /// connection and destroy the error frame).
 async fn linger(
     writer: &mut tokio::net::tcp::OwnedWriteHalf,
-    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    reader: &mut BufReader<OwnedReadHalf>,
 ) {
     let _ = writer.shutdown().await;
     let mut sink = [0u8; 4096];
@@ -174,13 +318,16 @@ struct Connection {
 }
 
 impl Connection {
-    /// Checks the header and reads the body. A frame that cannot be trusted
-    /// gets its error queued and `Err(Close)`.
+    /// Checks the header and reads the body, which must arrive by
+    /// `deadline` plus a second per [`MIN_BODY_BYTES_PER_S`] of it (the
+    /// frame began at `started`; the idle timeout caps the whole). A frame
+    /// that cannot be trusted gets its error queued and `Err(Close)`.
     async fn read_frame(
         &mut self,
         header: &[u8; HEADER_LEN],
-        reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-        idle: Duration,
+        reader: &mut BufReader<OwnedReadHalf>,
+        started: Instant,
+        deadline: Instant,
     ) -> Result<(FrameHeader, Vec<u8>), Next> {
         let max_frame = match self.session {
             Some(_) => self.shared.config.max_frame_bytes,
@@ -200,17 +347,31 @@ impl Connection {
                 return Err(Next::Close);
             }
         };
+        let len = h.body_len as usize;
+        let slack = Duration::from_secs(u64::from(h.body_len) / MIN_BODY_BYTES_PER_S);
+        let deadline = (deadline + slack).min(started + self.shared.config.idle_timeout);
         // The body buffer is reused: a fresh large buffer per request costs
-        // the kernel a page-zeroing for every page of it.
+        // the kernel a page-zeroing for every page of it. It grows only as
+        // bytes arrive (never past `len`), so a header declaring a huge body
+        // that never comes allocates nothing.
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        body.resize(h.body_len as usize, 0);
-        match tokio::time::timeout(idle, reader.read_exact(&mut body)).await {
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout_at(deadline.into(), read_body(reader, len, &mut body)).await {
+            Ok(Ok(())) => {}
+            // Closed mid-body, or too slow: nothing to answer.
             _ => return Err(Next::Close),
         }
         self.shared.metrics.bytes_in(HEADER_LEN + body.len());
         Ok((h, body))
+    }
+
+    /// Drops the output buffer (if nothing is queued in it) and the kept
+    /// body buffer: the connection is idle.
+    fn release_buffers(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        self.body = Vec::new();
     }
 
     /// Decodes, authorizes and executes one request, queuing its reply.

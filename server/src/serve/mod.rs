@@ -40,6 +40,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Connections the kernel may hold completed but not yet accepted (capped
+/// by `net.core.somaxconn`): a burst of connects must not overflow it, or
+/// the kernel drops SYNs and each dropped client waits a second to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Descriptors the server needs besides its connections (engine files,
+/// the WAL, listeners, the runtime).
+const RESERVED_FDS: u64 = 256;
 /// Pause after a failed `accept` before the next.
 const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// Subdirectory of the data directory holding the registry.
@@ -131,6 +138,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
 /// Opens the data directory and serves until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    raise_fd_limit(config.max_connections);
     let shared = Arc::new(open(config)?);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = shared.config.worker_threads {
@@ -188,9 +196,8 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
 /// Accepts connections until a signal, then drains them.
 async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
     let config = &shared.config;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(io_err(format!("listening on {}", config.listen)))?;
+    let listener =
+        bind(config.listen).map_err(io_err(format!("listening on {}", config.listen)))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     if let Some(addr) = config.metrics_listen {
@@ -264,6 +271,59 @@ async fn serve(shared: Arc<Shared>) -> Result<(), ServeError> {
         tasks.shutdown().await;
     }
     Ok(())
+}
+
+/// Listens on `addr` with a backlog of [`LISTEN_BACKLOG`] (the standard
+/// library's `bind` asks for 128).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, so that
+/// the connection limit, not `EMFILE`, is what refuses connections; warns
+/// when even the hard limit leaves no room for `max_connections`.
+fn raise_fd_limit(max_connections: usize) {
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(
+            "reading the descriptor limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            tracing::warn!(
+                "raising the descriptor limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let needed = (max_connections as u64).saturating_add(RESERVED_FDS);
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            max_connections,
+            "the descriptor limit is below max_connections plus {RESERVED_FDS}: \
+             accepts will fail with EMFILE before the connection limit refuses them"
+        );
+    } else {
+        tracing::debug!(limit = limit.rlim_cur, "descriptor limit");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

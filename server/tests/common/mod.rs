@@ -90,6 +90,17 @@ impl TestServer {
 
     /// Starts a server listening on `listen`, on `dir` (kept).
     pub fn start_on(listen: &str, dir: &Path, config: Option<&str>, flags: &[&str]) -> TestServer {
+        TestServer::start_with_stderr(listen, dir, config, flags, Stdio::inherit())
+    }
+
+    /// [`TestServer::start_on`], with the server's stderr sent to `stderr`.
+    pub fn start_with_stderr(
+        listen: &str,
+        dir: &Path,
+        config: Option<&str>,
+        flags: &[&str],
+        stderr: Stdio,
+    ) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.arg("serve")
             .arg("--data-dir")
@@ -97,7 +108,7 @@ impl TestServer {
             .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
             .args(flags)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(text) = config {
             let path = dir.join("tessera.toml");
             std::fs::write(&path, text).expect("write config");
