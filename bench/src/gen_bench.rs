@@ -69,6 +69,31 @@ pub fn run(args: &GenArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Writes `entities` × `versions` rows of a group (key column `key`) to
+/// `path`: the rows `gen` writes for `seed`, event times relative to now.
+/// Returns the rows written.
+pub(crate) fn write_group_file(
+    path: &Path,
+    key: &str,
+    f: &GroupFeatures,
+    entities: u64,
+    versions: u32,
+    seed: u64,
+) -> Result<u64, BoxError> {
+    let args = GenArgs {
+        out: PathBuf::new(),
+        users: 0,
+        articles: 0,
+        versions: versions.max(1),
+        seed,
+        spec: PathBuf::new(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    write_group(path, key, f, entities, &args, now)
+}
+
 fn write_group(
     path: &Path,
     key: &str,

@@ -15,7 +15,9 @@
 //!   import;
 //! - `hostile`: hostile clients (random bytes, huge lengths, half-open,
 //!   slowloris, thousands of connections, pipelining floods, clients that
-//!   never read) and what they cost a victim's slates and the server's RSS.
+//!   never read) and what they cost a victim's slates and the server's RSS;
+//! - `soak`: slates, writes, flushes, compactions and imports for minutes,
+//!   sampled every 10 s, failing on any error or an RSS or p99 trend.
 
 mod cassandra_peer;
 mod cql;
@@ -27,6 +29,7 @@ mod hostile;
 mod net_bench;
 mod offline_bench;
 mod redis_peer;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +65,9 @@ enum Command {
     /// Hostile clients against a running server: victim slate latency,
     /// server RSS and liveness during each attack.
     Hostile(hostile::HostileArgs),
+    /// A long mixed load (slates, writes, imports) sampled every 10 s: RSS
+    /// and p99 trends, errors, and a pass/fail verdict.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -85,6 +91,7 @@ fn main() {
         Command::Hostile(args) => {
             hostile::hostile(&args).map_err(|e| e as Box<dyn std::error::Error>)
         }
+        Command::Soak(args) => soak::soak(&args).map_err(|e| e as Box<dyn std::error::Error>),
     };
     if let Err(e) = result {
         eprintln!("tessera-bench: {e}");

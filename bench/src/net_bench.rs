@@ -26,9 +26,9 @@ use tessera_protocol::{Client, ClientOptions, Put, PutRow, SlatePart, SlateReque
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The two groups of the news-feed registry (`examples/news_feed`).
-const USER_GROUP: &str = "user_features";
-const ARTICLE_GROUP: &str = "article_features";
-const USER_KEY: &str = "user_id";
+pub(crate) const USER_GROUP: &str = "user_features";
+pub(crate) const ARTICLE_GROUP: &str = "article_features";
+pub(crate) const USER_KEY: &str = "user_id";
 const ARTICLE_KEY: &str = "article_id";
 /// Candidate articles per slate.
 pub(crate) const ARTICLES_PER_SLATE: usize = 50;
@@ -99,7 +99,7 @@ impl TargetArgs {
 
     /// The features of `group`: from the server's registry for Tessera,
     /// from the spec file otherwise.
-    fn features(&self, group: &str) -> Result<GroupFeatures, BoxError> {
+    pub(crate) fn features(&self, group: &str) -> Result<GroupFeatures, BoxError> {
         match self.target {
             Target::Tessera => group_features(&mut connect(self)?, group),
             Target::Redis | Target::Cassandra => GroupFeatures::from_spec(&self.spec, group),
@@ -638,7 +638,7 @@ pub(crate) trait RowWriter {
 
 /// Writes new versions of Zipf-chosen articles at `rate` rows/s until
 /// `stop`, counting into `written` the rows acknowledged while `measuring`.
-fn write_articles(
+pub(crate) fn write_articles(
     t: &TargetArgs,
     rate: u64,
     zipf: f64,
