@@ -117,7 +117,10 @@ impl BlockIndex {
                 "{count} records, but the properties count {blocks} blocks"
             )));
         }
-        let mut entries: Vec<IndexEntry> = Vec::with_capacity(count as usize);
+        // The count is checked against the properties only: the capacity is
+        // bounded by the records the block can hold, not by the count alone.
+        let fit = r.remaining() / RECORD_FIXED_LEN;
+        let mut entries: Vec<IndexEntry> = Vec::with_capacity((count as usize).min(fit));
         let mut next_offset = data_start;
         for i in 0..count {
             let e = decode_record(&mut r, data)?;
