@@ -80,6 +80,9 @@ const KEPT_ERRORS: usize = 20;
 const DEFAULT_MINUTES: f64 = 30.0;
 /// The first import starts after at most this fraction of the run.
 const FIRST_IMPORT_FRACTION: f64 = 1.0 / 3.0;
+/// No import starts when less than this is left of the run (it would run
+/// past the last sample).
+const IMPORT_END_MARGIN: Duration = Duration::from_secs(10);
 
 /// Arguments of `tessera-bench soak`.
 #[derive(Clone, Debug, clap::Args)]
@@ -432,7 +435,7 @@ pub fn soak(args: &SoakArgs) -> Result<(), BoxError> {
         let every = Duration::from_secs(args.import_every_s.max(1));
         let shared = shared.clone();
         threads.push(std::thread::spawn(move || {
-            importer.run(&user_features, first, every, &shared)
+            importer.run(&user_features, first, every, run, &shared)
         }));
     }
 
@@ -522,11 +525,15 @@ impl Importer {
         features: &crate::net_bench::GroupFeatures,
         first: Duration,
         every: Duration,
+        run: Duration,
         shared: &Shared,
     ) {
         let mut due = first;
         let mut n = 0u64;
         loop {
+            if due + IMPORT_END_MARGIN > run {
+                return;
+            }
             shared.sleep(due.saturating_sub(shared.started.elapsed()));
             if shared.stopped() {
                 return;
