@@ -20,7 +20,8 @@
 //! when the memtables' bytes drop (a flushed memtable freed), compactions
 //! when a level below 0 changes or level 0 loses files (both lower bounds:
 //! two events between scrapes count once). Each sample records the
-//! server's RSS (`VmRSS`), slate p50/p99/max over the interval, slates/s,
+//! server's RSS (`VmRSS`), memtable and block-cache bytes, block-cache
+//! misses/s, slate p50/p99/max over the interval, slates/s,
 //! writes/s, errors, SSTs per level, flushes, compactions and imports, as a
 //! CSV line (`--out`); the summary goes to stdout and as JSON next to it.
 //!
@@ -142,6 +143,9 @@ pub struct Sample {
     pub memtable_bytes: u64,
     /// Bytes in the server's block cache.
     pub block_cache_bytes: u64,
+    /// Block-cache misses per second over the interval (each evicts
+    /// blocks once the cache is full).
+    pub cache_misses_per_s: f64,
     /// Slates completed in the interval.
     pub slates: u64,
     /// Slates per second over the interval.
@@ -166,16 +170,17 @@ pub struct Sample {
     pub imports: u64,
 }
 
-const CSV_HEADER: &str = "elapsed_s,rss_kib,memtable_bytes,block_cache_bytes,slates,slates_per_s,p50_us,p99_us,max_us,writes_per_s,errors,ssts,ssts_l0,compaction_backlog_bytes,flushes,compactions,imports";
+const CSV_HEADER: &str = "elapsed_s,rss_kib,memtable_bytes,block_cache_bytes,cache_misses_per_s,slates,slates_per_s,p50_us,p99_us,max_us,writes_per_s,errors,ssts,ssts_l0,compaction_backlog_bytes,flushes,compactions,imports";
 
 impl Sample {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{:.1},{},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},{}",
             self.elapsed_s,
             self.rss_kib,
             self.memtable_bytes,
             self.block_cache_bytes,
+            self.cache_misses_per_s,
             self.slates,
             self.slates_per_s,
             self.p50_us,
@@ -285,6 +290,7 @@ struct Summary {
     p50_us_median: f64,
     slates_per_s_mean: f64,
     writes_per_s_mean: f64,
+    cache_misses_per_s_mean: f64,
     slates: u64,
     rows_written: u64,
     flushes: u64,
@@ -602,6 +608,7 @@ fn sample(
     let mut next_sample = interval;
     let mut last_sample_at = Duration::ZERO;
     let mut written_before = 0u64;
+    let mut misses_before = baseline.cache_misses;
     loop {
         let elapsed = shared.started.elapsed();
         let end = elapsed >= run;
@@ -657,6 +664,7 @@ fn sample(
                 rss_kib: rss.unwrap_or(0),
                 memtable_bytes: prev.memtable_bytes,
                 block_cache_bytes: prev.block_cache_bytes,
+                cache_misses_per_s: prev.cache_misses.saturating_sub(misses_before) as f64 / secs,
                 slates: hist.len(),
                 slates_per_s: hist.len() as f64 / secs,
                 p50_us: hist.value_at_quantile(0.5) as f64 / 1e3,
@@ -672,15 +680,17 @@ fn sample(
                 imports: locked(&shared.imports).len() as u64,
             };
             written_before = written;
+            misses_before = prev.cache_misses;
             if s.slates == 0 {
                 shared.error("slates", &"no slate completed in the interval");
             }
             writeln!(csv, "{}", s.csv())?;
             csv.flush()?;
             eprintln!(
-                "[{:>6.0} s] rss {:.0} MiB | slates {:.0}/s p50 {:.0} µs p99 {:.0} µs | writes {:.0}/s | ssts {} (L0 {}) flushes {} compactions {} imports {} | errors {}",
+                "[{:>6.0} s] rss {:.0} MiB, cache misses {:.0}/s | slates {:.0}/s p50 {:.0} µs p99 {:.0} µs | writes {:.0}/s | ssts {} (L0 {}) flushes {} compactions {} imports {} | errors {}",
                 s.elapsed_s,
                 s.rss_kib as f64 / 1024.0,
+                s.cache_misses_per_s,
                 s.slates_per_s,
                 s.p50_us,
                 s.p99_us,
@@ -772,6 +782,7 @@ fn summarize(args: &SoakArgs, run: Duration, samples: &[Sample], shared: &Shared
         p50_us_median: median(samples.iter().map(|s| s.p50_us).collect()),
         slates_per_s_mean: mean(&|s| s.slates_per_s),
         writes_per_s_mean: mean(&|s| s.writes_per_s),
+        cache_misses_per_s_mean: mean(&|s| s.cache_misses_per_s),
         slates: samples.iter().map(|s| s.slates).sum(),
         rows_written: shared.written.load(Ordering::Relaxed),
         flushes: samples.last().map_or(0, |s| s.flushes),
@@ -822,6 +833,10 @@ fn print_summary(s: &Summary, json: &Path) {
         s.slates_per_s_mean, s.writes_per_s_mean
     );
     println!(
+        "| block-cache misses/s (mean) | {:.0} |",
+        s.cache_misses_per_s_mean
+    );
+    println!(
         "| flushes, compactions observed | {}, {} |",
         s.flushes, s.compactions
     );
@@ -863,6 +878,8 @@ struct Scrape {
     memtable_bytes: u64,
     block_cache_bytes: u64,
     compaction_backlog_bytes: u64,
+    /// Block-cache misses since the server started.
+    cache_misses: u64,
     /// SSTs per level, and their bytes.
     ssts: Vec<u64>,
     level_bytes: Vec<u64>,
@@ -924,6 +941,7 @@ fn parse_metrics(body: &str) -> Scrape {
             "tessera_engine_block_cache_bytes" => s.block_cache_bytes = v,
             "tessera_engine_compaction_backlog_bytes" => s.compaction_backlog_bytes = v,
             "tessera_engine_read_only" => s.read_only = v != 0,
+            "tessera_engine_block_cache_misses_total" => s.cache_misses = v,
             "tessera_errors_total" => s.errors += v,
             "tessera_engine_ssts" => {
                 if let Some(l) = level() {
