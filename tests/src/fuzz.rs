@@ -470,6 +470,8 @@ pub fn import_group() -> &'static (Arc<FeatureGroup>, Arc<Entity>) {
 pub fn parquet_import(data: &[u8]) {
     use tessera_server::columnar::import::{mapping, open_parquet, read_rows, BATCH_ROWS};
     let (group, entity) = import_group();
+    #[cfg(fuzzing)]
+    tolerate_parquet_panics();
     let file = Path::new("fuzz.parquet");
     let Ok(builder) = open_parquet(bytes::Bytes::copy_from_slice(data), file) else {
         return;
@@ -500,6 +502,28 @@ pub fn parquet_import(data: &[u8]) {
     for pair in rejects.windows(2) {
         assert!(pair[0].1.row < pair[1].1.row, "rejections in row order");
     }
+}
+
+/// libFuzzer's panic hook aborts on every panic, even one caught. The
+/// import's reader catches the panics of its Parquet dependency on
+/// malformed files (in `parquet` and `arrow-ipc`, e.g. apache/arrow-rs#10437)
+/// and refuses the file; let those unwind to it, and abort on any other.
+#[cfg(fuzzing)]
+fn tolerate_parquet_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let fuzzer_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let upstream = info.location().is_some_and(|l| {
+                ["/parquet-", "/arrow-ipc-"]
+                    .iter()
+                    .any(|c| l.file().contains(c))
+            });
+            if !upstream {
+                fuzzer_hook(info);
+            }
+        }));
+    });
 }
 
 /// Whether the import may send `v` for a column mapped to `target` (the

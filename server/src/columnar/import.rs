@@ -41,8 +41,26 @@ pub fn open_parquet<R: ChunkReader + 'static>(
     data: R,
     file: &Path,
 ) -> Result<ParquetRecordBatchReaderBuilder<R>, String> {
-    ParquetRecordBatchReaderBuilder::try_new(data)
-        .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.display()))
+    let not_parquet = |e: String| format!("{}: not a readable Parquet file: {e}", file.display());
+    guarded(|| ParquetRecordBatchReaderBuilder::try_new(data))
+        .map_err(not_parquet)?
+        .map_err(|e| not_parquet(e.to_string()))
+}
+
+/// Runs a step of the Parquet reader on untrusted bytes. parquet 59 panics
+/// on some malformed files instead of returning an error (a malformed
+/// `ARROW:schema` in the footer, apache/arrow-rs#10437; a bit width over 32
+/// in a dictionary-encoded page); such a file is refused like any other
+/// damaged one. The reader is not used again after a panic.
+fn guarded<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        format!("the Parquet reader failed: {what}")
+    })
 }
 
 /// Maps a file's columns (its `schema`) to `group`, whose entity is
@@ -110,15 +128,14 @@ pub fn read_rows<R: ChunkReader + 'static>(
     send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), String>,
     rejects: &mut Vec<(PathBuf, Rejection)>,
 ) -> Result<(), String> {
-    let reader = builder
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()
+    let damaged = |e: String| format!("{}: the file is damaged or truncated: {e}", file.display());
+    let mut reader = guarded(|| builder.with_batch_size(READ_BATCH_ROWS).build())
+        .map_err(damaged)?
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let (mut batch, mut batch_first, mut row_no) = (Vec::with_capacity(BATCH_ROWS), 0u64, 0u64);
     let value_columns = mapping.columns.len().saturating_sub(1);
-    for record in reader {
-        let record = record
-            .map_err(|e| format!("{}: the file is damaged or truncated: {e}", file.display()))?;
+    while let Some(record) = guarded(|| reader.next()).map_err(damaged)? {
+        let record = record.map_err(|e| damaged(e.to_string()))?;
         let columns = cast_columns(file, &record, mapping)?;
         let (values, ts) = columns.split_at(value_columns);
         let Some(ts) = ts.first() else {
