@@ -22,7 +22,8 @@
 //! - `used` is the sum of [`Block::size_bytes`] of the blocks in slots, and
 //!   never exceeds the capacity; a block larger than the capacity is not
 //!   cached at all. (An evicted block's memory is freed when the readers
-//!   pinned at its eviction are done, a moment later.)
+//!   pinned at its eviction are done, a moment later: each evicting call
+//!   flushes its garbage to the collector, see [`collect_garbage`].)
 //! - every occupied slot has exactly one ring entry; the other ring entries
 //!   belong to released tables and are counted in `stale`.
 //! - a non-null slot pointer owns one reference count of its block, given up
@@ -302,10 +303,12 @@ impl BlockCache {
         if !slot.block.load(Ordering::Acquire).is_null() {
             return;
         }
+        let mut evicted = false;
         while clock.used + size > self.capacity {
             if !evict_one(&mut clock) {
                 return;
             }
+            evicted = true;
         }
         slot.referenced.store(false, Ordering::Relaxed);
         slot.block
@@ -313,6 +316,10 @@ impl BlockCache {
         clock.used += size;
         clock.ring.push_back((Arc::downgrade(slots), idx));
         self.used.store(clock.used, Ordering::Relaxed);
+        drop(clock);
+        if evicted {
+            collect_garbage();
+        }
     }
 
     /// Drops every block of a closing table from the cache.
@@ -330,6 +337,8 @@ impl BlockCache {
             clock.stale = 0;
         }
         self.used.store(clock.used, Ordering::Relaxed);
+        drop(clock);
+        collect_garbage();
     }
 
     /// Lookups that found their block.
@@ -366,7 +375,18 @@ impl BlockCache {
         }
         clock.stale = 0;
         self.used.store(clock.used, Ordering::Relaxed);
+        drop(clock);
+        collect_garbage();
     }
+}
+
+/// Hands the blocks this thread has just evicted to the epoch collector and
+/// frees those no reader can still see. Left to itself, crossbeam-epoch keeps
+/// deferred frees in a per-thread bag until 64 pile up and then frees at most
+/// a few bags per 128 pins, which steady evictions outrun: a 64 MiB cache
+/// under slates missing 35,000 blocks/s grew the server by 80 MB/s.
+fn collect_garbage() {
+    epoch::pin().flush();
 }
 
 /// Moves the CLOCK hand until one block is evicted; false if the ring is
@@ -552,5 +572,50 @@ mod tests {
         }
         assert_eq!(cache.hits() + cache.misses(), 8_000);
         assert!(cache.used_bytes() <= cache.capacity_bytes());
+    }
+
+    /// Two threads each read batches of 8 blocks under one pin, all
+    /// missing, as slates do: the blocks evicted must be freed as eviction
+    /// goes on. crossbeam-epoch alone frees at most 8 bags of 64 per 128
+    /// pins, so at 8 evictions per pin most would pile up.
+    #[test]
+    fn evicted_blocks_are_freed_while_evictions_go_on() {
+        const BATCH: u32 = 8;
+        let cache = Arc::new(BlockCache::new(64 << 10));
+        let slots = Arc::new(BlockSlots::new(200_000));
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let (cache, slots) = (Arc::clone(&cache), Arc::clone(&slots));
+                std::thread::spawn(move || {
+                    let mut watched = Vec::new();
+                    for batch in 0..50_000 / BATCH {
+                        let _reader = epoch::pin();
+                        for i in batch * BATCH..(batch + 1) * BATCH {
+                            let block = block_of(1_000);
+                            if i % 100 == 0 {
+                                watched.push(block.downgrade());
+                            }
+                            cache.insert(&slots, w * 100_000 + i, block);
+                        }
+                    }
+                    watched
+                })
+            })
+            .collect();
+        let watched: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect();
+        // A few more pins let the epoch move past the last evictions.
+        for _ in 0..4 {
+            collect_garbage();
+        }
+        let alive = watched.iter().filter(|w| w.strong_count() > 0).count();
+        // At most the cached blocks (64 KiB of 1 KB blocks) and a few bags.
+        assert!(
+            alive <= 20,
+            "{alive} of {} watched blocks still allocated",
+            watched.len()
+        );
     }
 }
