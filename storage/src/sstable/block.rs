@@ -220,12 +220,6 @@ impl Block {
         })
     }
 
-    /// A handle that does not keep the block alive, to see when it is freed.
-    #[cfg(test)]
-    pub(crate) fn downgrade(&self) -> std::sync::Weak<BlockInner> {
-        Arc::downgrade(&self.inner)
-    }
-
     /// Gives up this handle as a raw pointer that owns its reference count
     /// (for the block cache's slots).
     pub(crate) fn into_raw(self) -> *const BlockInner {
