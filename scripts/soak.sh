@@ -5,7 +5,8 @@
 #  2. starts the server on a temporary data directory, on ports of its own
 #     choosing, with a 64 MiB block cache (so the cache fills during the
 #     warm-up half and a trend in RSS means something else grows);
-#  3. applies examples/news_feed/registry.toml and loads a news-feed
+#  3. applies examples/news_feed/registry.toml (article history kept 15
+#     minutes, see below) and loads a news-feed
 #     dataset (`tessera-bench load`, 200,000 users and 50,000 articles,
 #     3 versions each);
 #  4. runs `tessera-bench soak`: slates, article writes (memtables flush,
@@ -79,7 +80,14 @@ addr=$(sed -n 's/^tessera listening on //p' "$work/stdout.log")
 metrics=$(sed -n 's|^tessera metrics on http://||p' "$work/stdout.log")
 [[ -n $addr && -n $metrics ]] || { echo "the server did not start:" >&2; cat "$out/server.log" >&2; exit 1; }
 echo "server pid $server_pid on $addr, metrics $metrics; $(nproc) cores; commit $(git rev-parse --short HEAD)" >&2
-"$bin/tessera" apply --addr "$addr" examples/news_feed/registry.toml >/dev/null
+# The news-feed registry, but article_features keeps 15 minutes of
+# history (ttl 10m): the article writes then stop growing the data after the
+# first quarter of a 30-minute run, so the RSS trend judged over the second
+# half is about leaks, not about block indexes growing with a growing
+# dataset (about 2% of SST bytes).
+sed '/^name = "article_features"/,/^retention/ { s/^ttl = .*/ttl = "10m"/; s/^retention = .*/retention = "15m"/ }' \
+  examples/news_feed/registry.toml >"$work/registry.toml"
+"$bin/tessera" apply --addr "$addr" "$work/registry.toml" >/dev/null
 "$bin/tessera-bench" load --addr "$addr" --users "$users" --articles "$articles" >&2
 
 verdict=0
