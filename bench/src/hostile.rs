@@ -30,7 +30,7 @@
 //! left dangling, and whether the server still answers a fresh client's
 //! `PING` and slate afterwards. Output: a markdown table, or `--json`.
 
-use crate::net_bench::{self, BoxError, SlateLoop, TargetArgs};
+use crate::net_bench::{self, BoxError, Pacer, SlateLoop, TargetArgs};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -544,8 +544,7 @@ fn run_victim(
     v: &Victim,
 ) {
     let mut slates = Some(first);
-    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-    let mut next_send = Instant::now();
+    let mut pacer = (rate > 0.0).then(|| Pacer::new(Duration::from_secs_f64(1.0 / rate)));
     let mut seed = 43;
     while !v.stop.load(Ordering::Relaxed) {
         let Some(s) = slates.as_mut() else {
@@ -559,21 +558,12 @@ fn run_victim(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            next_send = Instant::now();
+            if let Some(p) = pacer.as_mut() {
+                p.restart();
+            }
             continue;
         };
-        let start = match interval {
-            Some(iv) => {
-                let now = Instant::now();
-                if next_send > now {
-                    std::thread::sleep(next_send - now);
-                }
-                let scheduled = next_send;
-                next_send += iv;
-                scheduled
-            }
-            None => Instant::now(),
-        };
+        let start = pacer.as_mut().map_or_else(Instant::now, Pacer::wait);
         let result = s.next_slate();
         let ns = start.elapsed().as_nanos() as u64;
         let measuring = v.measuring.load(Ordering::Relaxed);

@@ -446,21 +446,9 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
                 let mut slates = SlateLoop::new(&t, &uf, &af, zipf, 42 + w as u64)?;
                 let mut hist = Histogram::<u64>::new(3)?;
                 let (mut count, mut found) = (0u64, 0u64);
-                let interval = per_conn_rate.map(|r| Duration::from_secs_f64(1.0 / r));
-                let mut next_send = Instant::now();
+                let mut pacer = per_conn_rate.map(|r| Pacer::new(Duration::from_secs_f64(1.0 / r)));
                 while !stop.load(Ordering::Relaxed) {
-                    let start = match interval {
-                        Some(iv) => {
-                            let now = Instant::now();
-                            if next_send > now {
-                                std::thread::sleep(next_send - now);
-                            }
-                            let scheduled = next_send;
-                            next_send += iv;
-                            scheduled
-                        }
-                        None => Instant::now(),
-                    };
+                    let start = pacer.as_mut().map_or_else(Instant::now, Pacer::wait);
                     let rows = slates.next_slate()?;
                     let ns = start.elapsed().as_nanos() as u64;
                     if measuring.load(Ordering::Relaxed) {
@@ -664,15 +652,12 @@ pub(crate) fn write_articles(
     };
     let articles = Zipf::new(t.articles, zipf)?;
     let mut rng = StdRng::seed_from_u64(7);
-    let step = Duration::from_secs_f64(MIXED_WRITE_BATCH as f64 / rate as f64);
-    let mut next = Instant::now();
+    let mut pacer = Pacer::new(Duration::from_secs_f64(
+        MIXED_WRITE_BATCH as f64 / rate as f64,
+    ));
     let mut version = 1_000;
     while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        next += step;
+        pacer.wait();
         version += 1;
         let rows: Vec<(u64, Vec<Value>)> = (0..MIXED_WRITE_BATCH)
             .map(|_| {
@@ -710,6 +695,49 @@ impl RowWriter for TesseraWriter {
         };
         self.client.put(&put)?;
         Ok(())
+    }
+}
+
+/// Open-loop pacing: one send every `step`, on a fixed schedule, so a slow
+/// reply delays neither the next send nor the latency count of the ones it
+/// held up (no coordinated omission).
+pub(crate) struct Pacer {
+    step: Duration,
+    next: Instant,
+}
+
+impl Pacer {
+    pub(crate) fn new(step: Duration) -> Pacer {
+        Pacer {
+            step,
+            next: Instant::now(),
+        }
+    }
+
+    /// Sleeps until the next send is due; returns when it was due, the
+    /// instant its latency counts from.
+    pub(crate) fn wait(&mut self) -> Instant {
+        let now = Instant::now();
+        if self.next > now {
+            std::thread::sleep(self.next - now);
+        }
+        let due = self.next;
+        self.next += self.step;
+        due
+    }
+
+    /// [`Pacer::wait`], but a schedule more than `max_lag` behind (after a
+    /// stall) starts again from now instead of catching up in a burst.
+    pub(crate) fn wait_without_burst(&mut self, max_lag: Duration) {
+        if Instant::now() > self.next + max_lag {
+            self.restart();
+        }
+        self.wait();
+    }
+
+    /// Starts the schedule again from now (after a reconnect).
+    pub(crate) fn restart(&mut self) {
+        self.next = Instant::now();
     }
 }
 

@@ -41,7 +41,8 @@
 
 use crate::gen_bench::write_group_file;
 use crate::net_bench::{
-    connect, slate_features, write_articles, BoxError, SlateLoop, TargetArgs, USER_GROUP, USER_KEY,
+    connect, slate_features, write_articles, BoxError, Pacer, SlateLoop, TargetArgs, USER_GROUP,
+    USER_KEY,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -486,17 +487,10 @@ fn read_slates(
                 continue;
             }
         };
-        let mut next = Instant::now();
+        let mut pacer = step.map(Pacer::new);
         while !shared.stopped() {
-            if let Some(step) = step {
-                let now = Instant::now();
-                if next > now {
-                    std::thread::sleep(next - now);
-                } else if now - next > Duration::from_secs(1) {
-                    // Fell behind (a stall): pace from now, no burst.
-                    next = now;
-                }
-                next += step;
+            if let Some(p) = pacer.as_mut() {
+                p.wait_without_burst(Duration::from_secs(1));
             }
             let sent = Instant::now();
             match slates.next_slate() {
