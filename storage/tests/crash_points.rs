@@ -10,12 +10,17 @@
 //! checks that what it holds is a consistent prefix of the commit order
 //! containing every write acknowledged before the image was taken, with the
 //! right values, and that the hash index agrees with a full scan.
+//!
+//! Syncs are simulated (they reach the fault model, not the disk), so the
+//! run is paced by the CPU, not by the machine's fsync; a watchdog fails the
+//! test, saying how far it got, if it still runs after [`DEADLINE`].
 
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tessera_storage::fs::fault::FaultFs;
 use tessera_storage::fs::OsFs;
 use tessera_storage::{Durability, Engine, Options, WriteBatch};
@@ -29,6 +34,8 @@ const DELETE_SHARE: f64 = 0.1;
 /// Images waiting to be checked; the workload pauses when the checker
 /// falls this far behind.
 const IMAGE_BACKLOG: usize = 8;
+/// The run takes under a minute unoptimised; past this it is stuck.
+const DEADLINE: Duration = Duration::from_secs(600);
 
 /// One operation of the plan: its key and whether it deletes. Operation `i`
 /// writes at event time `i`, so a version found in an image names the
@@ -89,7 +96,11 @@ struct Image {
 /// Opens an image and returns how many operations it holds, after checking
 /// they are exactly operations `0..n`, with `acked <= n <= issued`.
 fn check_image(image: &Image, plan: &[PlannedOp]) -> usize {
-    let engine = Engine::open(&image.dir, Options::default())
+    let opts = Options {
+        fs: FaultFs::simulating_syncs(Arc::new(OsFs::default())),
+        ..Options::default()
+    };
+    let engine = Engine::open(&image.dir, opts)
         .unwrap_or_else(|e| panic!("image {} does not open: {e}", image.dir.display()));
     let mut present = BTreeSet::new();
     for k in 0..KEYS {
@@ -135,9 +146,12 @@ fn every_sync_point_of_a_long_workload_recovers_a_prefix_with_every_ack() {
     let (ops, batches) = plan(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let images = tempfile::tempdir().expect("tempdir");
-    let fault = FaultFs::new(Arc::new(OsFs::default()));
+    let fault = FaultFs::simulating_syncs(Arc::new(OsFs::default()));
     let acked = Arc::new(AtomicUsize::new(0));
     let issued = Arc::new(AtomicUsize::new(0));
+    let checked = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    watchdog(&acked, &checked, &finished);
 
     let (send, receive) = mpsc::sync_channel::<Image>(IMAGE_BACKLOG);
     let root = dir.path().to_path_buf();
@@ -158,11 +172,13 @@ fn every_sync_point_of_a_long_workload_recovers_a_prefix_with_every_ack() {
         let _ = send.send(image);
     });
     let checker_plan = ops.clone();
+    let checker_progress = checked.clone();
     let checker = std::thread::spawn(move || {
         let (mut points, mut held) = (0usize, 0usize);
         for image in receive {
             held = held.max(check_image(&image, &checker_plan));
             points += 1;
+            checker_progress.store(points, Ordering::SeqCst);
             let _ = std::fs::remove_dir_all(&image.dir);
         }
         (points, held)
@@ -189,6 +205,7 @@ fn every_sync_point_of_a_long_workload_recovers_a_prefix_with_every_ack() {
     drop(engine);
     fault.clear_sync_hook();
     let (points, held) = checker.join().expect("image checker");
+    finished.store(true, Ordering::SeqCst);
     println!(
         "{points} crash points over {OPS} operations ({} KiB flushed, {} KiB written by \
          compactions); the last image held {held} operations",
@@ -202,4 +219,25 @@ fn every_sync_point_of_a_long_workload_recovers_a_prefix_with_every_ack() {
     );
     assert!(points > OPS / MAX_BATCH, "only {points} sync points");
     assert_eq!(held, OPS, "the final image lost acknowledged writes");
+}
+
+/// Aborts the test process, saying how far the workload and the checker
+/// got, if the test has not finished within [`DEADLINE`].
+fn watchdog(acked: &Arc<AtomicUsize>, checked: &Arc<AtomicUsize>, finished: &Arc<AtomicBool>) {
+    let (acked, checked, finished) = (acked.clone(), checked.clone(), finished.clone());
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        while !finished.load(Ordering::SeqCst) {
+            if started.elapsed() > DEADLINE {
+                eprintln!(
+                    "crash_points: still running after {DEADLINE:?}: {} of {OPS} operations \
+                     acknowledged, {} images checked",
+                    acked.load(Ordering::SeqCst),
+                    checked.load(Ordering::SeqCst)
+                );
+                std::process::abort();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
 }

@@ -13,6 +13,10 @@
 //! - a reopen on the real file system holds every acknowledged write, with
 //!   its value, nothing that was never attempted, and an index that agrees
 //!   with a full scan.
+//!
+//! Syncs during the workload are simulated (counted and failed by the
+//! `FaultFs`, never sent to the disk): the sweep is about which errors the
+//! engine reports, and its thousands of runs should not wait on fsync.
 
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -230,7 +234,7 @@ fn scratch() -> tempfile::TempDir {
 #[test]
 fn every_failed_operation_is_refused_or_survived_and_never_corrupts() {
     let clean = scratch();
-    let fault = FaultFs::new(Arc::new(OsFs::default()));
+    let fault = FaultFs::simulating_syncs(Arc::new(OsFs::default()));
     let model = workload(clean.path(), fault.clone());
     assert!(model.failed.is_empty());
     check_reopen(clean.path(), &model, "fault-free run");
@@ -247,7 +251,7 @@ fn every_failed_operation_is_refused_or_survived_and_never_corrupts() {
         for n in 1..=count + SLACK {
             let errno = if n % 2 == 0 { libc::ENOSPC } else { libc::EIO };
             let dir = scratch();
-            let fault = FaultFs::new(Arc::new(OsFs::default()));
+            let fault = FaultFs::simulating_syncs(Arc::new(OsFs::default()));
             fault.fail_nth(op, n, errno);
             let what = format!("{op:?} #{n} failing with errno {errno}");
             let model = workload(dir.path(), fault.clone());

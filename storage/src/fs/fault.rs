@@ -58,6 +58,15 @@
 //! unchanged, and a later successful one makes everything durable (the model
 //! does not reproduce Linux forgetting dirty pages after a failed fsync).
 //!
+//! # Simulated syncs
+//!
+//! [`FaultFs::simulating_syncs`] makes a `FaultFs` that never syncs the
+//! wrapped file system: syncs are counted, faulted and recorded in the
+//! model as usual, but cost nothing. Crash images and fault sweeps need
+//! only the model, and a test taking thousands of images should not be
+//! paced by (or hang on) a slow disk's fsync. A real power loss under such
+//! a `FaultFs` loses everything not yet written back.
+//!
 //! Files opened through a `FaultFs` report no raw descriptor, so every read
 //! goes through [`RandomAccessFile::read_at`] and is counted, even in a
 //! [`FileSystem::read_batch`] (which is served one read at a time).
@@ -188,6 +197,8 @@ struct State {
     pending: Vec<PendingChange>,
     /// See [`FaultFs::set_sync_hook`].
     sync_hook: Option<SyncHook>,
+    /// Syncs stop at the model (see [`FaultFs::simulating_syncs`]).
+    simulated_syncs: bool,
 }
 
 type SyncHook = Box<dyn FnMut(&SyncPoint<'_>) + Send>;
@@ -298,6 +309,19 @@ impl FaultFs {
         Arc::new(FaultFs {
             inner,
             state: Arc::new(Mutex::new(State::default())),
+        })
+    }
+
+    /// Wraps `inner` like [`FaultFs::new`], but never syncs it: see
+    /// "Simulated syncs" in the module documentation.
+    pub fn simulating_syncs(inner: Arc<dyn FileSystem>) -> Arc<FaultFs> {
+        let state = State {
+            simulated_syncs: true,
+            ..State::default()
+        };
+        Arc::new(FaultFs {
+            inner,
+            state: Arc::new(Mutex::new(state)),
         })
     }
 
@@ -522,7 +546,9 @@ impl FileSystem for FaultFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.begin(FaultOp::SyncDir)?;
-        self.inner.sync_dir(dir)?;
+        if !state.simulated_syncs {
+            self.inner.sync_dir(dir)?;
+        }
         state.dir_synced(&normalize(dir));
         state.synced(FaultOp::SyncDir);
         Ok(())
@@ -704,7 +730,9 @@ impl WritableFile for FaultWritable {
     fn sync(&mut self) -> io::Result<()> {
         let mut state = self.state.lock();
         state.begin(FaultOp::Sync)?;
-        self.inner.sync()?;
+        if !state.simulated_syncs {
+            self.inner.sync()?;
+        }
         state.set_durable_len(self.id, self.inner.len());
         state.synced(FaultOp::Sync);
         Ok(())
@@ -1105,6 +1133,26 @@ mod tests {
                 (FaultOp::Sync, b"onetwo".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn simulated_syncs_reach_the_model_but_not_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = FaultFs::new(Arc::new(OsFs::default()));
+        let fs = FaultFs::simulating_syncs(disk.clone());
+        let path = dir.path().join("f");
+        let mut f = fs.create(&path).unwrap();
+        f.append(b"kept").unwrap();
+        f.sync().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        f.append(b" lost").unwrap();
+        assert_eq!(fs.op_count(FaultOp::Sync), 1);
+        assert_eq!(fs.op_count(FaultOp::SyncDir), 1);
+        assert_eq!(disk.op_count(FaultOp::Sync), 0);
+        assert_eq!(disk.op_count(FaultOp::SyncDir), 0);
+        // The model still knows what a power loss keeps.
+        fs.crash(false, 0).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
     }
 
     #[derive(Clone, Debug)]
