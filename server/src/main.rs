@@ -18,7 +18,10 @@ use tessera_server::serve::{self, ConfigFile, DurabilitySetting, ServeConfig};
 
 /// mimalloc rather than the system allocator: the engine allocates and frees
 /// cache blocks and per-read buffers constantly, and on the warm slate
-/// benchmark mimalloc is about 10% faster than glibc's malloc.
+/// benchmark mimalloc is about 10% faster than glibc's malloc. Building
+/// without the `mimalloc` feature leaves the system allocator, for heap
+/// profilers that hook `malloc`.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
