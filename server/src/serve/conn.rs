@@ -21,8 +21,10 @@
 //! sending half a frame holds its connection for seconds, not forever.
 //!
 //! Fairness: a connection working through pipelined requests yields to
-//! the runtime every [`FAIR_SLICE`], so a flood on one connection delays
-//! the others' requests by a slice, not by its whole burst.
+//! the runtime once it has run [`FAIR_SLICE`] since it last had to wait for
+//! input (refilling its read buffer from bytes already in the socket does
+//! not count as waiting), so a flood on one connection delays the others'
+//! requests by a slice, not by its whole burst.
 //!
 //! Reads run on the async worker (a slate takes microseconds); writes and
 //! registry applies, which wait for fsync, and the long reads of the
@@ -118,13 +120,13 @@ pub(super) async fn serve(
         }
         // Wait for the next frame's first byte: up to the idle timeout, or
         // until the HELLO deadline on a connection that has not said it.
-        let waits = input.buffer().is_empty();
         let wait = match conn.session {
             None => hello_deadline.saturating_duration_since(Instant::now()),
             Some(_) => idle,
         };
+        let mut waited = false;
         let first = tokio::select! {
-            r = input.first_byte(wait, &mut conn) => r,
+            r = noting_waits(input.first_byte(wait, &mut conn), &mut waited) => r,
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
                 continue;
@@ -134,7 +136,11 @@ pub(super) async fn serve(
         let Some(reader) = first else {
             break;
         };
-        if waits {
+        // The slice counts the time the connection has kept its worker:
+        // it restarts only when the connection had to wait for input (a
+        // refill of the read buffer from data already in the socket does
+        // not give the worker away).
+        if waited {
             slice_start = Instant::now();
         }
         let started = Instant::now();
@@ -191,6 +197,20 @@ pub(super) async fn serve(
     if let Some(peer) = peer {
         tracing::debug!(%peer, "connection closed");
     }
+}
+
+/// Runs `fut`, setting `*waited` if it ever returned `Pending`, that is if
+/// the task gave its worker to others while it ran.
+async fn noting_waits<F: std::future::Future>(fut: F, waited: &mut bool) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() {
+            *waited = true;
+        }
+        poll
+    })
+    .await
 }
 
 /// The connection's input: buffered while the client is active, bare (no
