@@ -497,21 +497,20 @@ fn print_table(r: &Report) {
 /// sums up each attack over the rounds.
 fn judge_against_idle(phases: &mut [Phase], attacks: &[Attack]) -> Vec<AttackSummary> {
     for i in 1..phases.len() {
-        let idle = &phases[i - 1];
-        let paired = phases[i].phase != "idle" && idle.phase == "idle" && idle.p99_us > 0.0;
-        phases[i].p99_vs_idle = paired.then(|| phases[i].p99_us / phases[i - 1].p99_us);
+        let (idle, phase) = (&phases[i - 1], &phases[i]);
+        let paired = phase.phase != "idle" && idle.phase == "idle" && idle.p99_us > 0.0;
+        let ratio = paired.then(|| phase.p99_us / idle.p99_us);
+        phases[i].p99_vs_idle = ratio;
     }
     attacks
         .iter()
         .map(|a| {
             let runs: Vec<&Phase> = phases.iter().filter(|p| p.phase == a.name()).collect();
             let ratios: Vec<f64> = runs.iter().filter_map(|p| p.p99_vs_idle).collect();
-            let mut sorted = ratios.clone();
-            sorted.sort_by(f64::total_cmp);
-            let median_ratio = match sorted.len() {
-                0 => f64::NAN,
-                n if n % 2 == 1 => sorted[n / 2],
-                n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+            let median_ratio = if ratios.is_empty() {
+                f64::NAN
+            } else {
+                crate::soak::median(ratios.clone())
             };
             AttackSummary {
                 attack: a.name().to_string(),

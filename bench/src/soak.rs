@@ -252,7 +252,8 @@ pub fn trend(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v`; 0 when empty.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

@@ -219,21 +219,9 @@ fn check_reopen(dir: &Path, model: &Model, what: &str) {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
-/// A scratch directory on tmpfs where there is one, so the sweep's many
-/// fsyncs cost little.
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
 #[test]
 fn every_failed_operation_is_refused_or_survived_and_never_corrupts() {
-    let clean = scratch();
+    let clean = tempfile::tempdir().expect("tempdir");
     let fault = FaultFs::simulating_syncs(Arc::new(OsFs::default()));
     let model = workload(clean.path(), fault.clone());
     assert!(model.failed.is_empty());
@@ -250,7 +238,7 @@ fn every_failed_operation_is_refused_or_survived_and_never_corrupts() {
     for &(op, count) in &counts {
         for n in 1..=count + SLACK {
             let errno = if n % 2 == 0 { libc::ENOSPC } else { libc::EIO };
-            let dir = scratch();
+            let dir = tempfile::tempdir().expect("tempdir");
             let fault = FaultFs::simulating_syncs(Arc::new(OsFs::default()));
             fault.fail_nth(op, n, errno);
             let what = format!("{op:?} #{n} failing with errno {errno}");
