@@ -33,6 +33,9 @@ use std::time::Duration;
 pub const PIPELINE_WINDOW_BYTES: usize = 64 << 10;
 /// Most requests sent and not yet answered during a pipeline.
 pub const PIPELINE_WINDOW_REQUESTS: usize = 256;
+/// Longest wait for an `IMPORT_COMMIT` reply (the server merges the whole
+/// import first: about a second per million rows on two cores).
+pub const IMPORT_COMMIT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Socket buffer on the client's side.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
@@ -302,7 +305,8 @@ impl Client {
     /// `IMPORT_ROWS`: a batch of rows for a session.
     pub fn import_rows(&mut self, rows: &ImportRows) -> Result<ImportRowsReply, ClientError> {
         match self.call(Opcode::ImportRows, |out| {
-            message::encode_import_rows(rows, out)
+            message::encode_import_rows(rows, out);
+            Ok(())
         })? {
             Reply::ImportRows(r) => Ok(r),
             other => Err(unexpected(&other)),
@@ -315,7 +319,8 @@ impl Client {
     /// small, so a few batches in flight cannot back up the connection.
     pub fn send_import_rows(&mut self, rows: &ImportRows) -> Result<(), ClientError> {
         let sent = self.send_frame(Opcode::ImportRows, |out| {
-            message::encode_import_rows(rows, out)
+            message::encode_import_rows(rows, out);
+            Ok(())
         });
         if let Err(ClientError::Io(_)) = &sent {
             self.conn = None;
@@ -344,16 +349,38 @@ impl Client {
         }
     }
 
-    /// `IMPORT_COMMIT`: makes the session's rows visible at once.
+    /// `IMPORT_COMMIT`: makes the session's rows visible at once. The
+    /// server merges everything the session wrote before it answers, which
+    /// takes time in proportion to the import, so this waits up to
+    /// [`IMPORT_COMMIT_TIMEOUT`] rather than the request timeout.
     pub fn import_commit(&mut self, session: u64) -> Result<ImportCommitted, ClientError> {
+        self.set_timeout(IMPORT_COMMIT_TIMEOUT.max(self.options.request_timeout))?;
         let reply = self.call(Opcode::ImportCommit, |out| {
             crate::wire::put_u64(out, session);
             Ok(())
-        })?;
+        });
+        let restored = self.set_timeout(self.options.request_timeout);
+        let reply = reply?;
+        restored?;
         match reply {
             Reply::ImportCommit(c) => Ok(c),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Sets the open connection's read and write timeout.
+    fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        for socket in [conn.reader.get_mut(), &mut conn.writer] {
+            socket.timeout = timeout;
+            if !socket.busy_poll {
+                socket.stream.set_read_timeout(Some(timeout))?;
+                socket.stream.set_write_timeout(Some(timeout))?;
+            }
+        }
+        Ok(())
     }
 
     /// `IMPORT_ABORT`: discards the session.

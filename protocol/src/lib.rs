@@ -20,6 +20,7 @@ mod body;
 mod client;
 mod error;
 pub mod frame;
+mod import_batch;
 pub mod limits;
 pub mod message;
 mod offline;
@@ -31,7 +32,7 @@ mod wire;
 
 pub use body::Body;
 pub use client::{
-    Client, ClientError, ClientOptions, ExportStream, PIPELINE_WINDOW_BYTES,
+    Client, ClientError, ClientOptions, ExportStream, IMPORT_COMMIT_TIMEOUT, PIPELINE_WINDOW_BYTES,
     PIPELINE_WINDOW_REQUESTS,
 };
 pub use error::{DecodeError, EncodeError, ErrorBody, ErrorCode};
@@ -39,6 +40,7 @@ pub use frame::{
     begin_frame, begin_reply_frame, finish_frame, flags, FrameError, FrameHeader, FrameStart,
     MAGIC, PROTOCOL_VERSION,
 };
+pub use import_batch::{ColumnSpec, ImportBatch};
 pub use limits::*;
 pub use message::{
     decode_error, encode_error, encode_reply, encode_request, AuditEntry, CommitReply, Delete,

@@ -21,7 +21,7 @@ pub const MAX_SLATE_PARTS: usize = 16;
 pub const MAX_SLATE_KEYS: usize = 4096;
 /// Most rows in one `PUT` or `IMPORT_ROWS`, and keys in one `DELETE`.
 pub const MAX_PUT_ROWS: usize = 65_536;
-/// Most values in one `PUT` or `IMPORT_ROWS` (rows × columns): a decoded
+/// Most values in one `PUT` (rows × columns): a decoded
 /// value takes up to 32 bytes however few the wire spent on it, so this
 /// bounds a batch's memory (32 MiB) whatever the frame holds.
 pub const MAX_BATCH_VALUES: usize = 1 << 20;

@@ -9,6 +9,7 @@
 use crate::body::Body;
 use crate::error::{DecodeError, EncodeError, ErrorBody, ErrorCode};
 use crate::frame::{begin_frame, begin_reply_frame, finish_frame, flags};
+use crate::import_batch::ImportBatch;
 use crate::offline::{self, ExportRequest, PitLookup};
 use crate::op::{Opcode, Role};
 use crate::slate::{HistoryReply, SlateReply};
@@ -173,8 +174,9 @@ pub struct ImportRows {
     /// The number of the batch's first row in the client's input, for
     /// messages about rows.
     pub first_row: u64,
-    /// The rows, one value per column of the session.
-    pub rows: Vec<PutRow>,
+    /// The rows, column by column: one column per column of the session,
+    /// in its order.
+    pub rows: ImportBatch,
 }
 
 /// A row an import skipped, and why.
@@ -374,7 +376,7 @@ impl Request {
             Request::GetSlate(s) => encode_slate(s, out)?,
             Request::History(h) => encode_history(h, out)?,
             Request::ImportBegin(b) => encode_import_begin(b, out)?,
-            Request::ImportRows(r) => encode_import_rows(r, out)?,
+            Request::ImportRows(r) => encode_import_rows(r, out),
             Request::ImportCommit { session } | Request::ImportAbort { session } => {
                 wire::put_u64(out, *session)
             }
@@ -523,12 +525,12 @@ pub(crate) fn encode_import_begin(b: &ImportBegin, out: &mut Vec<u8>) -> Result<
     Ok(())
 }
 
-pub(crate) fn encode_import_rows(r: &ImportRows, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn encode_import_rows(r: &ImportRows, out: &mut Vec<u8>) {
     wire::put_u64(out, r.session);
     wire::put_u64(out, r.first_row);
-    let width = r.rows.first().map_or(0, |row| row.values.len());
-    wire::put_count16(out, width, "values per row")?;
-    encode_rows(&r.rows, width, out)
+    // 16 bytes in: the batch's padding, counted from its own start, stays
+    // aligned to the body's.
+    out.extend_from_slice(r.rows.bytes());
 }
 
 /// `list32<row>`, each row `event_ts` then `width` values.
@@ -579,11 +581,11 @@ fn decode_rows(r: &mut Reader<'_>, width: usize) -> Result<Vec<PutRow>, DecodeEr
 fn decode_import_rows(r: &mut Reader<'_>) -> Result<ImportRows, DecodeError> {
     let session = r.u64("session")?;
     let first_row = r.u64("first_row")?;
-    let width = r.count16("values per row")?;
+    let batch = r.bytes(r.remaining(), "import batch")?;
     Ok(ImportRows {
         session,
         first_row,
-        rows: decode_rows(r, width)?,
+        rows: ImportBatch::from_body(Body::copy_from(batch))?,
     })
 }
 
@@ -954,6 +956,24 @@ pub fn decode_error(body: &[u8]) -> Result<ErrorBody, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::import_batch::ColumnSpec;
+    use crate::value::tag;
+
+    /// Column types of generated import batches (embeddings need a
+    /// dimension, so they are left out).
+    const BATCH_TAGS: [u8; 11] = [
+        tag::BOOL,
+        tag::INT32,
+        tag::INT64,
+        tag::FLOAT32,
+        tag::FLOAT64,
+        tag::STRING,
+        tag::BYTES,
+        tag::TIMESTAMP,
+        tag::LIST_INT64,
+        tag::LIST_FLOAT32,
+        tag::LIST_STRING,
+    ];
     use super::*;
     use crate::offline::ExportRange;
     use proptest::prelude::*;
@@ -1052,22 +1072,54 @@ mod tests {
                     })
                 }
             ),
-            (any::<u64>(), any::<u64>(), 0usize..4, 0usize..4).prop_flat_map(
-                |(session, first_row, width, rows)| {
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(0usize..BATCH_TAGS.len(), 0..4),
+                0usize..4
+            )
+                .prop_flat_map(|(session, first_row, tags, rows)| {
+                    let width = tags.len();
                     let row = (
                         any::<i64>(),
                         proptest::collection::vec(crate::value::tests::any_value(), width),
-                    )
-                        .prop_map(|(event_ts, values)| PutRow { event_ts, values });
+                    );
                     proptest::collection::vec(row, rows).prop_map(move |rows| {
+                        // Values of another type than their column's are nulls.
+                        let rows: Vec<PutRow> = rows
+                            .into_iter()
+                            .map(|(event_ts, values)| PutRow {
+                                event_ts,
+                                values: values
+                                    .into_iter()
+                                    .zip(&tags)
+                                    .map(|(v, &t)| {
+                                        if v.tag() == BATCH_TAGS[t] {
+                                            v
+                                        } else {
+                                            Value::Null
+                                        }
+                                    })
+                                    .collect(),
+                            })
+                            .collect();
+                        let names: Vec<String> = (0..width).map(|k| format!("c{k}")).collect();
+                        let specs: Vec<ColumnSpec<'_>> = names
+                            .iter()
+                            .zip(&tags)
+                            .map(|(name, &t)| ColumnSpec {
+                                name,
+                                tag: BATCH_TAGS[t],
+                                dim: 0,
+                            })
+                            .collect();
                         Request::ImportRows(ImportRows {
                             session,
                             first_row,
-                            rows,
+                            rows: ImportBatch::from_rows(&specs, &rows).expect("a batch"),
                         })
                     })
-                }
-            ),
+                }),
             any::<u64>().prop_map(|session| Request::ImportCommit { session }),
             any::<u64>().prop_map(|session| Request::ImportAbort { session }),
             (

@@ -8,7 +8,8 @@ mod common;
 use common::{now_us, server_code as code, TestServer, DAY_US};
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    ClientError, ErrorCode, ImportBegin, ImportRows, PutRow, SlatePart, SlateRequest, Value,
+    tag, ClientError, ColumnSpec, ErrorCode, ImportBatch, ImportBegin, ImportRows, PutRow,
+    SlatePart, SlateRequest, Value,
 };
 
 fn begin(reject_invalid: bool) -> ImportBegin {
@@ -18,6 +19,17 @@ fn begin(reject_invalid: bool) -> ImportBegin {
         reject_invalid,
         max_rows_per_s: 0,
     }
+}
+
+/// Rows in the session's columns (see [`begin`]) as one batch.
+fn batch(rows: &[PutRow]) -> ImportBatch {
+    let specs = [
+        ("user_id", tag::INT64),
+        ("clicks_1h", tag::INT64),
+        ("ctr_24h", tag::FLOAT64),
+    ]
+    .map(|(name, tag)| ColumnSpec { name, tag, dim: 0 });
+    ImportBatch::from_rows(&specs, rows).expect("a batch")
 }
 
 fn row(id: i64, event_ts: i64, clicks: i64) -> PutRow {
@@ -71,17 +83,17 @@ fn an_import_is_invisible_until_it_commits_and_never_shadows_newer_data() {
     let session = c.import_begin(&begin(false)).expect("begin");
     assert!(session.max_rows_per_s > 0);
     // Three batches, unsorted, two versions per user.
-    for batch in 0..3i64 {
-        let rows = (0..100)
+    for b in 0..3i64 {
+        let rows: Vec<PutRow> = (0..100)
             .rev()
-            .map(|i| row(batch * 100 + i, t + (i % 2), i * 10 + (i % 2)))
-            .chain((0..100).map(|i| row(batch * 100 + i, t - 1_000, -1)))
+            .map(|i| row(b * 100 + i, t + (i % 2), i * 10 + (i % 2)))
+            .chain((0..100).map(|i| row(b * 100 + i, t - 1_000, -1)))
             .collect();
         let reply = c
             .import_rows(&ImportRows {
                 session: session.session,
-                first_row: batch as u64 * 200,
-                rows,
+                first_row: b as u64 * 200,
+                rows: batch(&rows),
             })
             .expect("rows");
         assert_eq!((reply.accepted, reply.rejected.len()), (200, 0));
@@ -111,16 +123,16 @@ fn a_bad_row_fails_the_import_and_leaves_nothing() {
     c.import_rows(&ImportRows {
         session,
         first_row: 0,
-        rows: good,
+        rows: batch(&good),
     })
     .expect("rows");
     let mut bad: Vec<PutRow> = (50..100).map(|i| row(i, t, i)).collect();
-    bad[7].values[1] = Value::String("seven".into());
+    bad[7].values[0] = Value::Null;
     let err = c
         .import_rows(&ImportRows {
             session,
             first_row: 50,
-            rows: bad,
+            rows: batch(&bad),
         })
         .unwrap_err();
     let ClientError::Server(body) = err else {
@@ -128,7 +140,7 @@ fn a_bad_row_fails_the_import_and_leaves_nothing() {
     };
     assert_eq!(body.code, ErrorCode::Validation);
     assert!(
-        body.message.contains("row 57") && body.message.contains("clicks_1h"),
+        body.message.contains("row 57") && body.message.contains("user_id"),
         "{}",
         body.message
     );
@@ -155,7 +167,7 @@ fn with_rejection_bad_rows_are_reported_and_the_rest_commits() {
         .import_rows(&ImportRows {
             session,
             first_row: 1000,
-            rows,
+            rows: batch(&rows),
         })
         .expect("rows");
     assert_eq!(reply.accepted, 8);
@@ -179,12 +191,12 @@ fn a_dropped_connection_aborts_its_import() {
     {
         let mut importer = server.client();
         let session = importer.import_begin(&begin(false)).expect("begin").session;
-        let rows = (0..20_000).map(|i| row(i, t, i)).collect();
+        let rows: Vec<PutRow> = (0..20_000).map(|i| row(i, t, i)).collect();
         importer
             .import_rows(&ImportRows {
                 session,
                 first_row: 0,
-                rows,
+                rows: batch(&rows),
             })
             .expect("rows");
         // The cap: a second import is refused while this one is open.
@@ -228,11 +240,11 @@ fn the_server_holds_imports_to_its_rate() {
     );
     let start = Instant::now();
     for b in 0..3 {
-        let rows = (0..1000).map(|i| row(b * 1000 + i, t, i)).collect();
+        let rows: Vec<PutRow> = (0..1000).map(|i| row(b * 1000 + i, t, i)).collect();
         c.import_rows(&ImportRows {
             session: begun.session,
             first_row: 0,
-            rows,
+            rows: batch(&rows),
         })
         .expect("rows");
     }
@@ -254,11 +266,11 @@ fn an_import_killed_halfway_leaves_nothing_after_restart() {
     let t = now_us() - DAY_US;
     let session = c.import_begin(&begin(false)).expect("begin").session;
     for b in 0..4 {
-        let rows = (0..10_000).map(|i| row(b * 10_000 + i, t, i)).collect();
+        let rows: Vec<PutRow> = (0..10_000).map(|i| row(b * 10_000 + i, t, i)).collect();
         c.import_rows(&ImportRows {
             session,
             first_row: 0,
-            rows,
+            rows: batch(&rows),
         })
         .expect("rows");
     }
@@ -283,7 +295,7 @@ fn an_import_killed_halfway_leaves_nothing_after_restart() {
     c.import_rows(&ImportRows {
         session,
         first_row: 0,
-        rows: vec![row(1, t, 7)],
+        rows: batch(&[row(1, t, 7)]),
     })
     .expect("rows");
     c.import_commit(session).expect("commit");

@@ -35,7 +35,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tessera_protocol::{
-    decode_error, encode_error, flags, Body, FrameError, FrameHeader, Opcode, PutRow, Reply,
+    decode_error, encode_error, flags, Body, FrameError, FrameHeader, ImportBatch, Opcode, Reply,
     Request, Value, HEADER_LEN,
 };
 use tessera_server::columnar::arrow_rows::Target;
@@ -115,10 +115,7 @@ fn check_request(op: Opcode, request: &Request, body: &[u8]) {
     request
         .encode_body(&mut again)
         .expect("a decoded request encodes");
-    // IMPORT_ROWS says how many values each row has; with no rows the
-    // decoded request has nowhere to keep that count, and re-encodes 0.
-    let lossy = matches!(request, Request::ImportRows(r) if r.rows.is_empty());
-    if !lossy {
+    {
         assert_eq!(
             again, body,
             "a decoded {op:?} request re-encodes to its bytes"
@@ -468,7 +465,7 @@ pub fn import_group() -> &'static (Arc<FeatureGroup>, Arc<Entity>) {
 /// The bytes as a Parquet file for `tessera import` into [`IMPORT_SPEC`]'s
 /// group, invalid rows rejected rather than failing the file.
 pub fn parquet_import(data: &[u8]) {
-    use tessera_server::columnar::import::{mapping, open_parquet, read_rows, BATCH_ROWS};
+    use tessera_server::columnar::import::{mapping, open_parquet, read_rows, READ_BATCH_ROWS};
     let (group, entity) = import_group();
     #[cfg(fuzzing)]
     tolerate_parquet_panics();
@@ -482,19 +479,25 @@ pub fn parquet_import(data: &[u8]) {
     assert_eq!(m.columns.len(), m.names.len() + 1);
     let mut next_row = 0u64;
     let mut rejects = Vec::new();
-    let mut send = |rows: Vec<PutRow>, first: u64| -> Result<(), String> {
-        assert!(!rows.is_empty() && rows.len() <= BATCH_ROWS);
+    let mut send = |rows: ImportBatch, first: u64| -> Result<(), String> {
+        assert!(rows.rows() > 0 && rows.rows() <= READ_BATCH_ROWS);
         assert!(first >= next_row, "batches are numbered in file order");
-        for row in &rows {
-            assert_eq!(row.values.len(), m.names.len(), "one value per column");
-            for (v, (name, target)) in row.values.iter().zip(&m.columns) {
+        assert_eq!(
+            rows.columns().len(),
+            m.names.len(),
+            "one column per session column"
+        );
+        for (column, (name, target)) in rows.columns().iter().zip(&m.columns) {
+            assert_eq!(column.name(), name);
+            for i in 0..rows.rows() {
+                let v = column.value(i);
                 assert!(
-                    fits(*target, v),
+                    fits(*target, &v),
                     "column `{name}` ({target:?}) read as {v:?}"
                 );
             }
         }
-        next_row = first + rows.len() as u64;
+        next_row = first + rows.rows() as u64;
         Ok(())
     };
     // A damaged file may fail part way; what was read must still hold.

@@ -140,7 +140,20 @@ fn requests() -> Vec<tessera_protocol::Request> {
         Request::ImportRows(ImportRows {
             session: 9,
             first_row: 100,
-            rows: vec![row],
+            rows: ImportBatch::from_rows(
+                &[
+                    ("id", tag::INT64, 0),
+                    ("f", tag::FLOAT32, 0),
+                    ("s", tag::STRING, 0),
+                    ("n", tag::FLOAT64, 0),
+                    ("e", tag::EMBEDDING, 2),
+                    ("ls", tag::LIST_STRING, 0),
+                    ("b", tag::BOOL, 0),
+                ]
+                .map(|(name, tag, dim)| ColumnSpec { name, tag, dim }),
+                std::slice::from_ref(&row),
+            )
+            .expect("a batch"),
         }),
         Request::ImportCommit { session: 9 },
         Request::ImportAbort { session: 9 },

@@ -134,6 +134,12 @@ impl HistoryReply {
 }
 
 impl PartView {
+    /// Validates and indexes one part (not a history part) at the reader's
+    /// position in `body`: an `IMPORT_ROWS` batch.
+    pub(crate) fn decode_one(body: &Body, r: &mut Reader<'_>) -> Result<PartView, DecodeError> {
+        PartView::decode(body, r, false)
+    }
+
     fn decode(body: &Body, r: &mut Reader<'_>, history: bool) -> Result<PartView, DecodeError> {
         let rows = r.count32("part rows")?;
         let columns = r.count16("part columns")?;
@@ -535,13 +541,43 @@ impl Column {
     }
 
     fn list_strings(&self, i: usize) -> Option<Vec<String>> {
+        Some(self.strings_at(i)?.into_iter().map(str::to_owned).collect())
+    }
+
+    /// The little-endian bytes of valid row `i` of a fixed-width column
+    /// (a number, bool, timestamp or embedding), borrowed from the body.
+    pub fn fixed_le(&self, i: usize) -> Option<&[u8]> {
+        let Layout::Fixed { width } = self.layout else {
+            return None;
+        };
+        if !self.is_valid(i) {
+            return None;
+        }
+        let start = self.data_at + i * width;
+        self.body.bytes().get(start..start + width)
+    }
+
+    /// The elements of valid row `i` of a `list<int64>` or `list<float32>`
+    /// column, as little-endian bytes borrowed from the body.
+    pub fn list_le(&self, i: usize) -> Option<&[u8]> {
+        match self.layout {
+            Layout::List { width } => self.list_at(i, width),
+            _ => None,
+        }
+    }
+
+    /// The strings of valid row `i` of a `list<string>` column.
+    pub fn strings_at(&self, i: usize) -> Option<Vec<&str>> {
+        if self.layout != Layout::ListString || !self.is_valid(i) {
+            return None;
+        }
         let (s, e) = self.range(i)?;
         (s..e)
             .map(|k| {
                 let a = u32_at(&self.body, self.string_offsets_at, k)?;
                 let b = u32_at(&self.body, self.string_offsets_at, k + 1)?;
                 let bytes = self.body.bytes().get(self.data_at + a..self.data_at + b)?;
-                std::str::from_utf8(bytes).ok().map(str::to_owned)
+                std::str::from_utf8(bytes).ok()
             })
             .collect()
     }

@@ -68,6 +68,17 @@ impl<'o> PartWriter<'o> {
         PartWriter::start(out, base, live, &[event_ts, ingest_ts, &seq], columns)
     }
 
+    /// Starts a single part at the end of `out` (an `IMPORT_ROWS` batch),
+    /// padded from `out`'s start.
+    pub(crate) fn single(
+        out: &'o mut Vec<u8>,
+        found: &[bool],
+        event_ts: &[i64],
+        columns: u16,
+    ) -> PartWriter<'o> {
+        PartWriter::start(out, 0, found, &[event_ts], columns)
+    }
+
     fn start(
         out: &'o mut Vec<u8>,
         base: usize,
@@ -239,6 +250,14 @@ impl ColumnWriter<'_> {
             return Err(self.error("a string value is not UTF-8"));
         }
         self.append_var(bytes)
+    }
+
+    /// A `string` value.
+    pub fn push_str(&mut self, s: &str) -> Result<(), ColumnError> {
+        if self.tag != tag::STRING {
+            return Err(self.error("a string in a column that is not string"));
+        }
+        self.append_var(s.as_bytes())
     }
 
     /// [`ColumnWriter::push_var`] of bytes known to fit the column.

@@ -20,7 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_protocol::{ImportBegin, ImportRows, PutRow, Rejection};
+use tessera_protocol::{ImportBatch, ImportBegin, ImportRows, Rejection};
 use tessera_server::columnar::import::{self as reader, Mapping};
 use tessera_server::registry::FeatureGroup;
 
@@ -93,8 +93,8 @@ pub fn import(client: &ClientArgs, args: &ImportArgs) -> Result<(), CliError> {
     };
     for file in &files {
         let mut unreadable = Vec::new();
-        let mut send = |rows: Vec<PutRow>, first_row: u64| -> Result<(), CliError> {
-            let n = rows.len() as u64;
+        let mut send = |rows: ImportBatch, first_row: u64| -> Result<(), CliError> {
+            let n = rows.rows() as u64;
             let batch = ImportRows {
                 session: begun.session,
                 first_row,
@@ -216,7 +216,7 @@ fn read_file(
     file: &Path,
     mapping: &Mapping,
     rejecting: bool,
-    send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), CliError>,
+    send: &mut dyn FnMut(ImportBatch, u64) -> Result<(), CliError>,
     rejects: &mut Vec<(PathBuf, Rejection)>,
 ) -> Result<(), CliError> {
     reader::read_rows(open_parquet(file)?, file, mapping, rejecting, send, rejects)

@@ -18,7 +18,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef};
 use arrow_cast::cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, TimeUnit};
-use tessera_protocol::Value;
+use tessera_protocol::{tag, ColumnError, ColumnWriter, Value};
 
 /// What a column becomes.
 #[derive(Clone, Copy, Debug)]
@@ -141,6 +141,134 @@ impl Column {
         match self.value(i) {
             Ok(Value::Timestamp(t) | Value::Int64(t)) => Some(t),
             _ => None,
+        }
+    }
+}
+
+impl Column {
+    /// The wire type of the column's values.
+    pub fn wire_type(&self) -> (u8, u32) {
+        match self.target {
+            Target::Key(KeyType::Int64) => (tag::INT64, 0),
+            Target::Key(KeyType::String) => (tag::STRING, 0),
+            Target::EventTs => (tag::TIMESTAMP, 0),
+            Target::Feature(ty) => crate::serve::wire_type(ty),
+        }
+    }
+
+    /// Why row `i` cannot go into a batch at all, if it cannot: a null
+    /// inside a list, or an embedding of another dimension (a batch's
+    /// embedding column has one width). Everything else is the server's to
+    /// validate.
+    pub fn unreadable(&self, i: usize) -> Option<String> {
+        let DataType::List(_) = self.array.data_type() else {
+            return None;
+        };
+        if self.array.is_null(i) {
+            return None;
+        }
+        let items = self.array.as_list::<i32>().value(i);
+        if items.null_count() > 0 {
+            return Some("a list holds a null element".into());
+        }
+        match self.target {
+            Target::Feature(FeatureType::Embedding(dim)) if items.len() != dim as usize => Some(
+                crate::row::ValueError::EmbeddingDim {
+                    expected: dim,
+                    found: items.len(),
+                }
+                .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Pushes rows `rows` (none of them [`Column::unreadable`]) into a
+    /// batch column, typed array by typed array rather than value by value.
+    pub fn push_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+        w: &mut ColumnWriter<'_>,
+    ) -> Result<(), ColumnError> {
+        let a = &self.array;
+        let each =
+            |w: &mut ColumnWriter<'_>,
+             push: &mut dyn FnMut(&mut ColumnWriter<'_>, usize) -> Result<(), ColumnError>|
+             -> Result<(), ColumnError> {
+                for i in rows.clone() {
+                    if a.is_null(i) {
+                        w.push_null()?;
+                    } else {
+                        push(w, i)?;
+                    }
+                }
+                Ok(())
+            };
+        match a.data_type() {
+            DataType::Boolean => {
+                let v = a.as_boolean();
+                each(w, &mut |w, i| w.push_fixed_le(&[u8::from(v.value(i))]))
+            }
+            DataType::Int32 => {
+                let v = a.as_primitive::<Int32Type>().values();
+                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
+            }
+            DataType::Int64 => {
+                let v = a.as_primitive::<Int64Type>().values();
+                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
+            }
+            DataType::Timestamp(..) => {
+                let v = a.as_primitive::<TimestampMicrosecondType>().values();
+                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
+            }
+            DataType::Float32 => {
+                let v = a.as_primitive::<Float32Type>().values();
+                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
+            }
+            DataType::Float64 => {
+                let v = a.as_primitive::<Float64Type>().values();
+                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
+            }
+            DataType::Utf8 => {
+                let v = a.as_string::<i32>();
+                each(w, &mut |w, i| w.push_str(v.value(i)))
+            }
+            DataType::Binary => {
+                let v = a.as_binary::<i32>();
+                each(w, &mut |w, i| w.push_var(v.value(i)))
+            }
+            DataType::List(_)
+                if matches!(self.target, Target::Feature(FeatureType::Embedding(_))) =>
+            {
+                let lists = a.as_list::<i32>();
+                each(w, &mut |w, i| {
+                    let items = lists.value(i);
+                    let floats = items.as_primitive::<Float32Type>().values();
+                    w.push_fixed_le(bytemuck::cast_slice(&floats[..]))
+                })
+            }
+            _ => each(w, &mut |w, i| {
+                let value = self.value(i).map_err(|reason| ColumnError {
+                    column: String::new(),
+                    tag: 0,
+                    reason,
+                })?;
+                w.push(&value)
+            }),
+        }
+    }
+
+    /// The event times of rows `rows`; `Err(i)` names the first null.
+    pub fn event_times(&self, rows: std::ops::Range<usize>) -> Result<Vec<i64>, usize> {
+        let a = &self.array;
+        let values = match a.data_type() {
+            DataType::Timestamp(..) => a.as_primitive::<TimestampMicrosecondType>().values(),
+            DataType::Int64 => a.as_primitive::<Int64Type>().values(),
+            _ => return rows.map(|i| self.event_ts(i).ok_or(i)).collect(),
+        };
+        match rows.clone().find(|&i| a.is_null(i)) {
+            Some(i) => Err(i),
+            None => Ok(values[rows].to_vec()),
         }
     }
 }

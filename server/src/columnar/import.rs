@@ -14,12 +14,10 @@ use arrow_schema::Schema;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::ChunkReader;
 use std::path::{Path, PathBuf};
-use tessera_protocol::{PutRow, Rejection};
+use tessera_protocol::{ColumnSpec, ImportBatch, Rejection};
 
-/// Rows per `IMPORT_ROWS` batch handed to `send`.
-pub const BATCH_ROWS: usize = 16_384;
-/// Rows per Parquet record batch read.
-const READ_BATCH_ROWS: usize = 16_384;
+/// Rows per Parquet record batch read, and at most per `IMPORT_ROWS`.
+pub const READ_BATCH_ROWS: usize = 16_384;
 
 /// How a file's columns map to the group.
 #[derive(Clone, Debug)]
@@ -115,24 +113,25 @@ pub fn mapping(
     })
 }
 
-/// Reads a file's rows and hands them to `send` in batches of at most
-/// [`BATCH_ROWS`], with the number (from 0 in the file) of each batch's
-/// first row. A row whose values cannot be read at all (a null event
-/// time, a null inside a list) fails the read, or with `rejecting` goes to
-/// `rejects`.
+/// Reads a file's rows and hands them to `send` as column-by-column
+/// batches of at most [`READ_BATCH_ROWS`] rows and [`MAX_BATCH_BYTES`],
+/// with the number (from 0 in the file) of each batch's first row. A row
+/// that cannot go into a batch at all (a null event time, a null inside a
+/// list, an embedding of another dimension) fails the read, or with
+/// `rejecting` goes to `rejects` and the batch is split around it.
 pub fn read_rows<R: ChunkReader + 'static>(
     builder: ParquetRecordBatchReaderBuilder<R>,
     file: &Path,
     mapping: &Mapping,
     rejecting: bool,
-    send: &mut dyn FnMut(Vec<PutRow>, u64) -> Result<(), String>,
+    send: &mut dyn FnMut(ImportBatch, u64) -> Result<(), String>,
     rejects: &mut Vec<(PathBuf, Rejection)>,
 ) -> Result<(), String> {
     let damaged = |e: String| format!("{}: the file is damaged or truncated: {e}", file.display());
     let mut reader = guarded(|| builder.with_batch_size(READ_BATCH_ROWS).build())
         .map_err(damaged)?
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let (mut batch, mut batch_first, mut row_no) = (Vec::with_capacity(BATCH_ROWS), 0u64, 0u64);
+    let mut row_no = 0u64;
     let value_columns = mapping.columns.len().saturating_sub(1);
     while let Some(record) = guarded(|| reader.next()).map_err(damaged)? {
         let record = record.map_err(|e| damaged(e.to_string()))?;
@@ -141,34 +140,112 @@ pub fn read_rows<R: ChunkReader + 'static>(
         let Some(ts) = ts.first() else {
             return Err(format!("{}: no event time column", file.display()));
         };
-        for i in 0..record.num_rows() {
-            match read_row(values, ts, i) {
-                Ok(row) => batch.push(row),
-                Err(reason) if !rejecting => {
-                    return Err(format!("{}: row {row_no}: {reason}", file.display()));
-                }
-                Err(reason) => rejects.push((
-                    file.to_path_buf(),
-                    Rejection {
-                        row: row_no,
-                        reason,
-                    },
-                )),
-            }
-            row_no += 1;
-            if batch.len() == BATCH_ROWS {
-                send(
-                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS)),
-                    batch_first,
-                )?;
-                batch_first = row_no;
-            }
+        let rows = Rows {
+            mapping,
+            values,
+            ts,
+        };
+        let bad = rows.unreadable(record.num_rows());
+        if let (Some((i, reason)), false) = (bad.first(), rejecting) {
+            return Err(format!(
+                "{}: row {}: {reason}",
+                file.display(),
+                row_no + *i as u64
+            ));
         }
-    }
-    if !batch.is_empty() {
-        send(batch, batch_first)?;
+        let mut start = 0;
+        for end in bad.iter().map(|(i, _)| *i).chain([record.num_rows()]) {
+            rows.send(start..end, row_no, file, send)?;
+            start = end + 1;
+        }
+        rejects.extend(bad.into_iter().map(|(i, reason)| {
+            (
+                file.to_path_buf(),
+                Rejection {
+                    row: row_no + i as u64,
+                    reason,
+                },
+            )
+        }));
+        row_no += record.num_rows() as u64;
     }
     Ok(())
+}
+
+/// Most bytes of one batch on the wire: well under the default frame limit.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// A record batch's columns, cast for the group.
+struct Rows<'a> {
+    mapping: &'a Mapping,
+    values: &'a [Column],
+    ts: &'a Column,
+}
+
+impl Rows<'_> {
+    /// Rows that cannot go into a batch, in order, with why.
+    fn unreadable(&self, n: usize) -> Vec<(usize, String)> {
+        let mut bad = Vec::new();
+        for i in 0..n {
+            if self.ts.event_ts(i).is_none() {
+                bad.push((i, "the event time is null".to_string()));
+                continue;
+            }
+            let why = self
+                .values
+                .iter()
+                .zip(&self.mapping.columns)
+                .find_map(|(c, (name, _))| {
+                    c.unreadable(i)
+                        .map(|reason| format!("column `{name}`: {reason}"))
+                });
+            if let Some(why) = why {
+                bad.push((i, why));
+            }
+        }
+        bad
+    }
+
+    /// Sends rows `range` (numbered from `first` in the file) as one batch,
+    /// or as halves while a batch would be over [`MAX_BATCH_BYTES`].
+    fn send(
+        &self,
+        range: std::ops::Range<usize>,
+        first: u64,
+        file: &Path,
+        send: &mut dyn FnMut(ImportBatch, u64) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let batch = self.batch(range.clone(), file)?;
+        if batch.encoded_len() <= MAX_BATCH_BYTES || range.len() == 1 {
+            return send(batch, first + range.start as u64);
+        }
+        let mid = range.start + range.len() / 2;
+        self.send(range.start..mid, first, file, send)?;
+        self.send(mid..range.end, first, file, send)
+    }
+
+    fn batch(&self, range: std::ops::Range<usize>, file: &Path) -> Result<ImportBatch, String> {
+        let event_ts = self
+            .ts
+            .event_times(range.clone())
+            .map_err(|i| format!("{}: row {i}: the event time is null", file.display()))?;
+        let specs: Vec<ColumnSpec<'_>> = self
+            .values
+            .iter()
+            .zip(&self.mapping.columns)
+            .map(|(c, (name, _))| {
+                let (tag, dim) = c.wire_type();
+                ColumnSpec { name, tag, dim }
+            })
+            .collect();
+        ImportBatch::build(&event_ts, &specs, |k, w| {
+            self.values[k].push_rows(range.clone(), w)
+        })
+        .map_err(|e| format!("{}: {e}", file.display()))
+    }
 }
 
 fn cast_columns(
@@ -190,13 +267,4 @@ fn cast_columns(
                 .map_err(|e| format!("{}: column `{name}`: {e}", file.display()))
         })
         .collect()
-}
-
-fn read_row(values: &[Column], ts: &Column, i: usize) -> Result<PutRow, String> {
-    let event_ts = ts.event_ts(i).ok_or("the event time is null")?;
-    let values = values
-        .iter()
-        .map(|c| c.value(i))
-        .collect::<Result<_, _>>()?;
-    Ok(PutRow { event_ts, values })
 }

@@ -12,9 +12,10 @@
 //! returned. Floats must be finite: NaN and ±infinity are refused (a missing
 //! value is null).
 
+use super::cell::{Cell, Rows};
 use super::key::encode_column;
-use super::layout::{Layout, Place, ROW_FORMAT_VERSION, ROW_HEADER_LEN, VAR_OFFSET_LEN};
-use super::value::{finite, within, Value, ValueError};
+use super::layout::{Place, ROW_FORMAT_VERSION, ROW_HEADER_LEN, VAR_OFFSET_LEN};
+use super::value::{finite, within, ValueError};
 use super::RowSchema;
 use crate::registry::{ElementType, FeatureType, MAX_LIST_LEN, MAX_STRING_BYTES};
 use tessera_storage::MAX_VALUE_LEN;
@@ -162,70 +163,107 @@ impl RowWriter {
 
     /// Encodes `rows`, each one value per column. All or nothing: any invalid
     /// row fails the batch.
-    pub fn encode_batch<R: AsRef<[Value]>>(&self, rows: &[R]) -> Result<EncodedBatch, EncodeError> {
-        let layout = self.schema.newest();
-        let mut batch = EncodedBatch {
-            data: Vec::with_capacity(rows.len() * (layout.data_start() + 16)),
-            ends: Vec::with_capacity(rows.len()),
-        };
-        for (i, row) in rows.iter().enumerate() {
-            let row = row.as_ref();
-            if row.len() != self.columns {
-                return Err(EncodeError::Arity {
-                    row: i,
-                    expected: self.columns,
-                    found: row.len(),
-                });
-            }
-            self.encode_key(i, row, &mut batch.data)?;
-            let key_end = batch.data.len();
-            self.encode_row(i, row, layout, &mut batch.data)?;
-            let len = batch.data.len() - key_end;
-            if len > MAX_VALUE_LEN {
-                return Err(EncodeError::RowTooLarge { row: i, len });
-            }
-            batch.ends.push((key_end, batch.data.len()));
+    pub fn encode_batch<R: Rows + ?Sized>(&self, rows: &R) -> Result<EncodedBatch, EncodeError> {
+        let mut batch = self.batch_for(rows.rows());
+        for i in 0..rows.rows() {
+            self.encode_into(rows, i, &mut batch)?;
         }
         Ok(batch)
     }
 
-    fn encode_key(
+    /// An empty batch with room for `rows` rows of the newest layout.
+    pub fn batch_for(&self, rows: usize) -> EncodedBatch {
+        EncodedBatch {
+            data: Vec::with_capacity(rows * (self.schema.newest().data_start() + 16)),
+            ends: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Appends row `i` of `rows` to `batch`; on error `batch` is as it was.
+    pub fn encode_into<R: Rows + ?Sized>(
         &self,
+        rows: &R,
+        i: usize,
+        batch: &mut EncodedBatch,
+    ) -> Result<(), EncodeError> {
+        let start = batch.data.len();
+        let encoded = self.encode_one(rows, i, &mut batch.data);
+        match encoded {
+            Ok(key_end) => {
+                batch.ends.push((key_end, batch.data.len()));
+                Ok(())
+            }
+            Err(e) => {
+                batch.data.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends row `i`'s key and row bytes to `out`; returns the key's end.
+    fn encode_one<R: Rows + ?Sized>(
+        &self,
+        rows: &R,
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
+        let width = rows.width(i);
+        if width != self.columns {
+            return Err(EncodeError::Arity {
+                row: i,
+                expected: self.columns,
+                found: width,
+            });
+        }
+        self.encode_key(rows, i, out)?;
+        let key_end = out.len();
+        self.encode_row(rows, i, out)?;
+        let len = out.len() - key_end;
+        if len > MAX_VALUE_LEN {
+            return Err(EncodeError::RowTooLarge { row: i, len });
+        }
+        Ok(key_end)
+    }
+
+    fn encode_key<R: Rows + ?Sized>(
+        &self,
+        rows: &R,
         row: usize,
-        values: &[Value],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
         for (column, &i) in self.schema.keys().iter().zip(&self.keys) {
-            encode_column(column, &values[i], out).map_err(|problem| EncodeError::Invalid {
-                row,
-                field: column.name.clone(),
-                problem,
+            encode_column(column, &rows.cell(row, i), out).map_err(|problem| {
+                EncodeError::Invalid {
+                    row,
+                    field: column.name.clone(),
+                    problem,
+                }
             })?;
         }
         Ok(())
     }
 
-    /// Appends the row bytes of `values` to `out`.
-    fn encode_row(
+    /// Appends the row bytes of row `row` to `out`.
+    fn encode_row<R: Rows + ?Sized>(
         &self,
+        rows: &R,
         row: usize,
-        values: &[Value],
-        layout: &Layout,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        let layout = self.schema.newest();
         let start = out.len();
         out.push(ROW_FORMAT_VERSION);
         out.extend_from_slice(&self.schema.newest_version().to_le_bytes());
         out.resize(start + layout.data_start(), 0);
         let data_start = out.len();
         for (i, (slot, source)) in layout.slots.iter().zip(&self.slots).enumerate() {
-            let value = source.column.map_or(&Value::Null, |c| &values[c]);
+            let value = source.column.map_or(Cell::Null, |c| rows.cell(row, c));
             let invalid = |problem| EncodeError::Invalid {
                 row,
                 field: self.schema.field_name(slot.id),
                 problem,
             };
-            if matches!(value, Value::Null) {
+            if value == Cell::Null {
                 if !source.nullable {
                     return Err(invalid(ValueError::NotNullable));
                 }
@@ -234,11 +272,11 @@ impl RowWriter {
             }
             match slot.place {
                 Place::Fixed { at, width } => {
-                    put_fixed(slot.ty, value, &mut out[start + at..start + at + width])
+                    put_fixed(slot.ty, &value, &mut out[start + at..start + at + width])
                         .map_err(invalid)?;
                 }
                 Place::Var(k) => {
-                    put_var(slot.ty, value, out).map_err(invalid)?;
+                    put_var(slot.ty, &value, out).map_err(invalid)?;
                     let end = (out.len() - data_start) as u32;
                     let at = start + layout.offsets_start + VAR_OFFSET_LEN * k;
                     out[at..at + VAR_OFFSET_LEN].copy_from_slice(&end.to_le_bytes());
@@ -251,31 +289,31 @@ impl RowWriter {
 
 /// Writes a fixed-width value into `dst`, which is exactly its width and
 /// zeroed. Null writes nothing.
-fn put_fixed(ty: FeatureType, value: &Value, dst: &mut [u8]) -> Result<(), ValueError> {
+fn put_fixed(ty: FeatureType, value: &Cell<'_>, dst: &mut [u8]) -> Result<(), ValueError> {
     match (ty, value) {
-        (_, Value::Null) => {}
-        (FeatureType::Bool, Value::Bool(b)) => dst[0] = u8::from(*b),
-        (FeatureType::Int32, Value::Int32(v)) => dst.copy_from_slice(&v.to_le_bytes()),
-        (FeatureType::Int64, Value::Int64(v)) | (FeatureType::Timestamp, Value::Timestamp(v)) => {
+        (_, Cell::Null) => {}
+        (FeatureType::Bool, Cell::Bool(b)) => dst[0] = u8::from(*b),
+        (FeatureType::Int32, Cell::Int32(v)) => dst.copy_from_slice(&v.to_le_bytes()),
+        (FeatureType::Int64, Cell::Int64(v)) | (FeatureType::Timestamp, Cell::Timestamp(v)) => {
             dst.copy_from_slice(&v.to_le_bytes())
         }
-        (FeatureType::Float32, Value::Float32(v)) => {
+        (FeatureType::Float32, Cell::Float32(v)) => {
             finite(f64::from(*v))?;
             dst.copy_from_slice(&v.to_le_bytes());
         }
-        (FeatureType::Float64, Value::Float64(v)) => {
+        (FeatureType::Float64, Cell::Float64(v)) => {
             finite(*v)?;
             dst.copy_from_slice(&v.to_le_bytes());
         }
-        (FeatureType::Embedding(dim), Value::Embedding(v)) => {
-            if v.len() != dim as usize {
+        (FeatureType::Embedding(dim), Cell::Embedding(v)) => {
+            if v.len() != dim as usize * 4 {
                 return Err(ValueError::EmbeddingDim {
                     expected: dim,
-                    found: v.len(),
+                    found: v.len() / 4,
                 });
             }
             all_finite(v)?;
-            dst.copy_from_slice(bytemuck::cast_slice(v));
+            dst.copy_from_slice(v);
         }
         (ty, value) => return Err(ValueError::wrong_type(ty, value)),
     }
@@ -283,27 +321,27 @@ fn put_fixed(ty: FeatureType, value: &Value, dst: &mut [u8]) -> Result<(), Value
 }
 
 /// Appends a variable-length value's bytes to `out`. Null appends nothing.
-fn put_var(ty: FeatureType, value: &Value, out: &mut Vec<u8>) -> Result<(), ValueError> {
+fn put_var(ty: FeatureType, value: &Cell<'_>, out: &mut Vec<u8>) -> Result<(), ValueError> {
     match (ty, value) {
-        (_, Value::Null) => {}
-        (FeatureType::String, Value::String(s)) => {
+        (_, Cell::Null) => {}
+        (FeatureType::String, Cell::String(s)) => {
             within(s.len(), MAX_STRING_BYTES)?;
             out.extend_from_slice(s.as_bytes());
         }
-        (FeatureType::Bytes, Value::Bytes(b)) => {
+        (FeatureType::Bytes, Cell::Bytes(b)) => {
             within(b.len(), MAX_STRING_BYTES)?;
             out.extend_from_slice(b);
         }
-        (FeatureType::List(ElementType::Int64), Value::ListInt64(v)) => {
-            list_len(v.len())?;
-            out.extend_from_slice(bytemuck::cast_slice(v));
+        (FeatureType::List(ElementType::Int64), Cell::ListInt64(v)) => {
+            list_len(v.len() / 8)?;
+            out.extend_from_slice(v);
         }
-        (FeatureType::List(ElementType::Float32), Value::ListFloat32(v)) => {
-            list_len(v.len())?;
+        (FeatureType::List(ElementType::Float32), Cell::ListFloat32(v)) => {
+            list_len(v.len() / 4)?;
             all_finite(v)?;
-            out.extend_from_slice(bytemuck::cast_slice(v));
+            out.extend_from_slice(v);
         }
-        (FeatureType::List(ElementType::String), Value::ListString(v)) => put_string_list(v, out)?,
+        (FeatureType::List(ElementType::String), Cell::ListString(v)) => put_string_list(v, out)?,
         (ty, value) => return Err(ValueError::wrong_type(ty, value)),
     }
     Ok(())
@@ -311,7 +349,7 @@ fn put_var(ty: FeatureType, value: &Value, out: &mut Vec<u8>) -> Result<(), Valu
 
 /// A `list<string>`: u32 count, then each element's u32 end offset
 /// (relative to the first element's bytes), then the elements' bytes.
-fn put_string_list(items: &[String], out: &mut Vec<u8>) -> Result<(), ValueError> {
+fn put_string_list(items: &[&str], out: &mut Vec<u8>) -> Result<(), ValueError> {
     list_len(items.len())?;
     out.extend_from_slice(&(items.len() as u32).to_le_bytes());
     let mut end = 0u32;
@@ -338,8 +376,10 @@ fn list_len(len: usize) -> Result<(), ValueError> {
     }
 }
 
-fn all_finite(values: &[f32]) -> Result<(), ValueError> {
-    values.iter().try_for_each(|&v| finite(f64::from(v)))
+/// Checks little-endian `f32`s are finite.
+fn all_finite(le: &[u8]) -> Result<(), ValueError> {
+    le.chunks_exact(4)
+        .try_for_each(|c| finite(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
 }
 
 const _: () = assert!(MAX_LIST_LEN * MAX_STRING_BYTES <= u32::MAX as usize);

@@ -12,6 +12,7 @@
 //! order, integers numerically and strings bytewise, which is what range
 //! scans of composite keys such as `(user_id, category)` need.
 
+use super::cell::Cell;
 use super::value::{within, Value, ValueError};
 use crate::registry::{KeyColumn, KeyType, MAX_KEY_COLUMNS, MAX_KEY_STRING_BYTES};
 use tessera_storage::MAX_KEY_LEN;
@@ -74,7 +75,7 @@ pub fn encode_key(
         });
     }
     for (column, value) in columns.iter().zip(values) {
-        encode_column(column, value, out).map_err(|problem| KeyError::Value {
+        encode_column(column, &Cell::of(value), out).map_err(|problem| KeyError::Value {
             column: column.name.clone(),
             problem,
         })?;
@@ -85,15 +86,15 @@ pub fn encode_key(
 /// Appends one column's encoding to `out`.
 pub(crate) fn encode_column(
     column: &KeyColumn,
-    value: &Value,
+    value: &Cell<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), ValueError> {
     match (column.ty, value) {
-        (_, Value::Null) => return Err(ValueError::MissingKey),
-        (KeyType::Int64, Value::Int64(v)) => {
+        (_, Cell::Null) => return Err(ValueError::MissingKey),
+        (KeyType::Int64, Cell::Int64(v)) => {
             out.extend_from_slice(&((*v as u64) ^ SIGN_BIT).to_be_bytes())
         }
-        (KeyType::String, Value::String(s)) => {
+        (KeyType::String, Cell::String(s)) => {
             within(s.len(), MAX_KEY_STRING_BYTES)?;
             for &b in s.as_bytes() {
                 match b {

@@ -15,10 +15,12 @@
 pub mod key;
 pub mod layout;
 
+mod cell;
 mod decode;
 mod encode;
 mod value;
 
+pub use cell::{Cell, Rows};
 pub use decode::{DecodeError, Projection, RawValue};
 pub use encode::{EncodeError, EncodedBatch, RowWriter};
 pub use value::{Value, ValueError};

@@ -6,6 +6,8 @@
 
 pub use tessera_protocol::Value;
 
+use super::cell::Cell;
+
 /// Why a value cannot be written to its column.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ValueError {
@@ -56,7 +58,7 @@ pub enum ValueError {
 }
 
 impl ValueError {
-    pub(crate) fn wrong_type(expected: impl ToString, found: &Value) -> ValueError {
+    pub(crate) fn wrong_type(expected: impl ToString, found: &Cell<'_>) -> ValueError {
         ValueError::WrongType {
             expected: expected.to_string(),
             found: found.type_name(),

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    ErrorCode, ImportBegin, ImportCommitted, ImportRows, ImportRowsReply, Rejection, MAX_PUT_ROWS,
+    ErrorCode, ImportBatch, ImportBegin, ImportCommitted, ImportRows, ImportRowsReply, Rejection,
+    MAX_PUT_ROWS,
 };
 use tessera_storage::Ingest;
 
@@ -88,6 +89,8 @@ impl Pacer {
 /// One open import.
 pub(crate) struct ImportSession {
     group: String,
+    /// The session's columns, which every batch carries in this order.
+    columns: Vec<String>,
     schema: RowSchema,
     writer: RowWriter,
     ingest: Ingest,
@@ -153,6 +156,7 @@ pub(crate) fn begin(
     };
     let session = ImportSession {
         group: begin.group.clone(),
+        columns: begin.columns.clone(),
         schema,
         writer,
         ingest,
@@ -173,16 +177,18 @@ impl ImportSession {
     /// batch (and the caller drops the session); with it, invalid rows are
     /// skipped and reported.
     pub(crate) fn add_rows(&mut self, batch: &ImportRows) -> Result<ImportRowsReply, Failure> {
-        if batch.rows.len() > MAX_PUT_ROWS {
+        let rows = &batch.rows;
+        if rows.rows() > MAX_PUT_ROWS {
             return Err(fail(
                 ErrorCode::LimitExceeded,
                 format!(
                     "{} rows in one batch; the limit is {MAX_PUT_ROWS}",
-                    batch.rows.len()
+                    rows.rows()
                 ),
             ));
         }
-        std::thread::sleep(self.pacer.delay_for(batch.rows.len() as u64));
+        self.check_columns(rows)?;
+        std::thread::sleep(self.pacer.delay_for(rows.rows() as u64));
         let mut rejected = Vec::new();
         let accepted = if self.reject_invalid {
             self.add_valid_rows(batch, &mut rejected)?
@@ -195,19 +201,34 @@ impl ImportSession {
         })
     }
 
+    /// A batch carries the session's columns, by name and in order.
+    fn check_columns(&self, rows: &ImportBatch) -> Result<(), Failure> {
+        let names: Vec<&str> = rows.columns().iter().map(|c| c.name()).collect();
+        if names == self.columns {
+            return Ok(());
+        }
+        Err(fail(
+            ErrorCode::Validation,
+            format!(
+                "group `{}`: the batch's columns are [{}]; the session's are [{}]",
+                self.group,
+                names.join(", "),
+                self.columns.join(", ")
+            ),
+        ))
+    }
+
     fn add_all_rows(&mut self, batch: &ImportRows) -> Result<usize, Failure> {
-        let values: Vec<&[tessera_protocol::Value]> =
-            batch.rows.iter().map(|r| r.values.as_slice()).collect();
         let encoded = self
             .writer
-            .encode_batch(&values)
+            .encode_batch(&batch.rows)
             .map_err(|e| fail(ErrorCode::Validation, self.describe(&e, batch.first_row)))?;
-        for ((key, row), source) in encoded.iter().zip(&batch.rows) {
+        for (i, (key, row)) in encoded.iter().enumerate() {
             self.ingest
-                .put(key, source.event_ts, row)
+                .put(key, batch.rows.event_ts(i), row)
                 .map_err(storage_failure)?;
         }
-        Ok(batch.rows.len())
+        Ok(encoded.len())
     }
 
     fn add_valid_rows(
@@ -215,24 +236,24 @@ impl ImportSession {
         batch: &ImportRows,
         rejected: &mut Vec<Rejection>,
     ) -> Result<usize, Failure> {
-        let mut accepted = 0;
-        for (i, row) in batch.rows.iter().enumerate() {
-            match self.writer.encode_batch(std::slice::from_ref(&row.values)) {
-                Ok(encoded) => {
-                    for (key, bytes) in encoded.iter() {
-                        self.ingest
-                            .put(key, row.event_ts, bytes)
-                            .map_err(storage_failure)?;
-                    }
-                    accepted += 1;
-                }
+        let rows = &batch.rows;
+        let mut encoded = self.writer.batch_for(rows.rows());
+        let mut sources = Vec::with_capacity(rows.rows());
+        for i in 0..rows.rows() {
+            match self.writer.encode_into(rows, i, &mut encoded) {
+                Ok(()) => sources.push(i),
                 Err(e) => rejected.push(Rejection {
                     row: batch.first_row + i as u64,
                     reason: reason(&e),
                 }),
             }
         }
-        Ok(accepted)
+        for ((key, row), &i) in encoded.iter().zip(&sources) {
+            self.ingest
+                .put(key, rows.event_ts(i), row)
+                .map_err(storage_failure)?;
+        }
+        Ok(sources.len())
     }
 
     /// A batch error as the client reads it: the row by its number in the
