@@ -405,14 +405,7 @@ impl Column {
 
     /// The fixed-width bytes of valid row `i` of a column of type `want`.
     fn fixed(&self, i: usize, want: &[u8]) -> Option<&[u8]> {
-        let Layout::Fixed { width } = self.layout else {
-            return None;
-        };
-        if !want.contains(&self.tag) || !self.is_valid(i) {
-            return None;
-        }
-        let start = self.data_at + i * width;
-        self.body.bytes().get(start..start + width)
+        want.contains(&self.tag).then(|| self.fixed_le(i))?
     }
 
     /// An `int64` or `timestamp` value.

@@ -1,5 +1,5 @@
-//! Arrow columns (from Parquet) to typed [`Value`]s, per the registry's
-//! types.
+//! Arrow columns (from Parquet) to typed [`Value`]s, and to the columns
+//! of import batches, per the registry's types.
 //!
 //! Each column is first cast with Arrow's checked cast to one canonical
 //! Arrow type per registry type (`int64` → `Int64`, `embedding(d)` →
@@ -143,9 +143,7 @@ impl Column {
             _ => None,
         }
     }
-}
 
-impl Column {
     /// The wire type of the column's values.
     pub fn wire_type(&self) -> (u8, u32) {
         match self.target {
@@ -204,30 +202,19 @@ impl Column {
                 }
                 Ok(())
             };
+        if let Some(width) = a.data_type().primitive_width() {
+            // The canonical numbers and timestamps: the values buffer holds
+            // each row's little-endian bytes, as the wire does.
+            let data = a.to_data();
+            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
+            return each(w, &mut |w, i| {
+                w.push_fixed_le(&bytes[i * width..(i + 1) * width])
+            });
+        }
         match a.data_type() {
             DataType::Boolean => {
                 let v = a.as_boolean();
                 each(w, &mut |w, i| w.push_fixed_le(&[u8::from(v.value(i))]))
-            }
-            DataType::Int32 => {
-                let v = a.as_primitive::<Int32Type>().values();
-                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
-            }
-            DataType::Int64 => {
-                let v = a.as_primitive::<Int64Type>().values();
-                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
-            }
-            DataType::Timestamp(..) => {
-                let v = a.as_primitive::<TimestampMicrosecondType>().values();
-                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
-            }
-            DataType::Float32 => {
-                let v = a.as_primitive::<Float32Type>().values();
-                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
-            }
-            DataType::Float64 => {
-                let v = a.as_primitive::<Float64Type>().values();
-                each(w, &mut |w, i| w.push_fixed_le(&v[i].to_le_bytes()))
             }
             DataType::Utf8 => {
                 let v = a.as_string::<i32>();

@@ -140,7 +140,7 @@ pub fn read_rows<R: ChunkReader + 'static>(
         let Some(ts) = ts.first() else {
             return Err(format!("{}: no event time column", file.display()));
         };
-        let rows = Rows {
+        let rows = CastRecord {
             mapping,
             values,
             ts,
@@ -176,13 +176,13 @@ pub fn read_rows<R: ChunkReader + 'static>(
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
 
 /// A record batch's columns, cast for the group.
-struct Rows<'a> {
+struct CastRecord<'a> {
     mapping: &'a Mapping,
     values: &'a [Column],
     ts: &'a Column,
 }
 
-impl Rows<'_> {
+impl CastRecord<'_> {
     /// Rows that cannot go into a batch, in order, with why.
     fn unreadable(&self, n: usize) -> Vec<(usize, String)> {
         let mut bad = Vec::new();

@@ -3,7 +3,8 @@
 //! `tessera` binary's `import`, `export` and `pit-join` commands.
 //!
 //! - [`arrow_columns`]: reply columns to Arrow arrays (export, pit-join);
-//! - [`arrow_rows`]: Arrow arrays to typed values (import, pit-join);
+//! - [`arrow_rows`]: Arrow arrays to typed values and import batch columns
+//!   (import, pit-join);
 //! - [`import`]: the import's reader, a Parquet file's rows for a group.
 //!
 //! The binary is their user; they live in the library so that the fuzz

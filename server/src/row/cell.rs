@@ -12,7 +12,7 @@ use tessera_protocol::{tag, Column, ImportBatch};
 
 /// One value; see the module docs.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     /// No value.
     Null,
     /// A `bool`.
@@ -43,7 +43,7 @@ pub enum Cell<'a> {
 
 impl<'a> Cell<'a> {
     /// The type's name, as in specs.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Cell::Null => "null",
             Cell::Bool(_) => "bool",
@@ -62,7 +62,7 @@ impl<'a> Cell<'a> {
     }
 
     /// A borrowed view of `value`.
-    pub fn of(value: &'a Value) -> Cell<'a> {
+    pub(crate) fn of(value: &'a Value) -> Cell<'a> {
         match value {
             Value::Null => Cell::Null,
             Value::Bool(b) => Cell::Bool(*b),
@@ -81,7 +81,7 @@ impl<'a> Cell<'a> {
     }
 
     /// Row `i` of a batch column; null where not valid.
-    pub fn in_column(column: &'a Column, i: usize) -> Cell<'a> {
+    pub(crate) fn in_column(column: &'a Column, i: usize) -> Cell<'a> {
         let cell = match column.tag() {
             tag::BOOL => column.bool_at(i).map(Cell::Bool),
             tag::INT32 => column.i32_at(i).map(Cell::Int32),
@@ -102,7 +102,7 @@ impl<'a> Cell<'a> {
 }
 
 /// A batch of cells, by row and column.
-pub trait Rows {
+pub(crate) trait Rows {
     /// Rows in the batch.
     fn rows(&self) -> usize;
     /// Values row `row` has (for a columnar batch, its column count).
@@ -122,35 +122,6 @@ impl<R: AsRef<[Value]>> Rows for [R] {
 
     fn cell(&self, row: usize, column: usize) -> Cell<'_> {
         Cell::of(&self[row].as_ref()[column])
-    }
-}
-
-/// Value rows in an array or a `Vec` read as the slice they are.
-impl<R: AsRef<[Value]>, const N: usize> Rows for [R; N] {
-    fn rows(&self) -> usize {
-        N
-    }
-
-    fn width(&self, row: usize) -> usize {
-        self[..].width(row)
-    }
-
-    fn cell(&self, row: usize, column: usize) -> Cell<'_> {
-        self[..].cell(row, column)
-    }
-}
-
-impl<R: AsRef<[Value]>> Rows for Vec<R> {
-    fn rows(&self) -> usize {
-        self[..].rows()
-    }
-
-    fn width(&self, row: usize) -> usize {
-        self[..].width(row)
-    }
-
-    fn cell(&self, row: usize, column: usize) -> Cell<'_> {
-        self[..].cell(row, column)
     }
 }
 

@@ -15,9 +15,10 @@
 use super::cell::{Cell, Rows};
 use super::key::encode_column;
 use super::layout::{Place, ROW_FORMAT_VERSION, ROW_HEADER_LEN, VAR_OFFSET_LEN};
-use super::value::{finite, within, ValueError};
+use super::value::{finite, within, Value, ValueError};
 use super::RowSchema;
 use crate::registry::{ElementType, FeatureType, MAX_LIST_LEN, MAX_STRING_BYTES};
+use tessera_protocol::ImportBatch;
 use tessera_storage::MAX_VALUE_LEN;
 
 /// Why a batch (or a writer) was refused.
@@ -163,7 +164,17 @@ impl RowWriter {
 
     /// Encodes `rows`, each one value per column. All or nothing: any invalid
     /// row fails the batch.
-    pub fn encode_batch<R: Rows + ?Sized>(&self, rows: &R) -> Result<EncodedBatch, EncodeError> {
+    pub fn encode_batch<R: AsRef<[Value]>>(&self, rows: &[R]) -> Result<EncodedBatch, EncodeError> {
+        self.encode_all(rows)
+    }
+
+    /// Encodes an import batch, straight from its columns. All or nothing,
+    /// as [`RowWriter::encode_batch`].
+    pub fn encode_import(&self, batch: &ImportBatch) -> Result<EncodedBatch, EncodeError> {
+        self.encode_all(batch)
+    }
+
+    fn encode_all<R: Rows + ?Sized>(&self, rows: &R) -> Result<EncodedBatch, EncodeError> {
         let mut batch = self.batch_for(rows.rows());
         for i in 0..rows.rows() {
             self.encode_into(rows, i, &mut batch)?;
@@ -172,7 +183,7 @@ impl RowWriter {
     }
 
     /// An empty batch with room for `rows` rows of the newest layout.
-    pub fn batch_for(&self, rows: usize) -> EncodedBatch {
+    pub(crate) fn batch_for(&self, rows: usize) -> EncodedBatch {
         EncodedBatch {
             data: Vec::with_capacity(rows * (self.schema.newest().data_start() + 16)),
             ends: Vec::with_capacity(rows),
@@ -180,7 +191,7 @@ impl RowWriter {
     }
 
     /// Appends row `i` of `rows` to `batch`; on error `batch` is as it was.
-    pub fn encode_into<R: Rows + ?Sized>(
+    pub(crate) fn encode_into<R: Rows + ?Sized>(
         &self,
         rows: &R,
         i: usize,

@@ -20,7 +20,6 @@ mod decode;
 mod encode;
 mod value;
 
-pub use cell::{Cell, Rows};
 pub use decode::{DecodeError, Projection, RawValue};
 pub use encode::{EncodeError, EncodedBatch, RowWriter};
 pub use value::{Value, ValueError};

@@ -221,7 +221,7 @@ impl ImportSession {
     fn add_all_rows(&mut self, batch: &ImportRows) -> Result<usize, Failure> {
         let encoded = self
             .writer
-            .encode_batch(&batch.rows)
+            .encode_import(&batch.rows)
             .map_err(|e| fail(ErrorCode::Validation, self.describe(&e, batch.first_row)))?;
         for (i, (key, row)) in encoded.iter().enumerate() {
             self.ingest

@@ -34,7 +34,7 @@ pub fn put(service: &Service, put: &Put) -> Result<CommitReply, Failure> {
     let writer = schema.writer(&columns).map_err(invalid)?;
     let values: Vec<&[tessera_protocol::Value]> =
         put.rows.iter().map(|r| r.values.as_slice()).collect();
-    let encoded = writer.encode_batch(&values[..]).map_err(invalid)?;
+    let encoded = writer.encode_batch(&values).map_err(invalid)?;
     let table = schema.group().table_id;
     let mut batch = WriteBatch::with_capacity(encoded.total_bytes() + 64 * put.rows.len());
     for ((key, row), source) in encoded.iter().zip(&put.rows) {
