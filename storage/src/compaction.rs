@@ -43,8 +43,8 @@ struct Job {
     output_level: usize,
 }
 
-/// What a rewrite produced.
 /// What an [`OutputWriter`] wrote.
+#[derive(Default)]
 pub(crate) struct Outputs {
     pub(crate) summaries: Vec<TableSummary>,
     pub(crate) placements: Vec<Placement>,

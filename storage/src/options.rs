@@ -80,8 +80,11 @@ pub const DEFAULT_BLOCK_BYTES: usize = 4096;
 pub const DEFAULT_ZSTD_LEVEL: i32 = -1;
 /// Default target size of an SST produced by compaction.
 pub const DEFAULT_SST_TARGET_BYTES: u64 = 64 << 20;
-/// Default memory of a bulk ingest's sort buffer.
-pub const DEFAULT_INGEST_RUN_BYTES: usize = 128 << 20;
+/// Default memory of a bulk ingest's sort buffers (two runs of 128 MiB).
+pub const DEFAULT_INGEST_RUN_BYTES: usize = 256 << 20;
+/// Most threads a bulk ingest's commit merges with by default, whatever the
+/// machine: beyond this, the disk rather than the CPU bounds the merge.
+pub const MAX_DEFAULT_INGEST_THREADS: usize = 4;
 
 /// Engine options.
 #[derive(Clone)]
@@ -115,8 +118,12 @@ pub struct Options {
     /// Run compaction in the background (tests may turn it off and call
     /// `compact` themselves).
     pub background_compaction: bool,
-    /// Memory a bulk ingest buffers before it sorts and spills a run.
+    /// Memory of a bulk ingest's buffered versions: half of it fills while
+    /// the other half is sorted and written as a run in the background.
     pub ingest_run_bytes: usize,
+    /// Threads a bulk ingest's commit merges its runs with, each writing
+    /// one key range.
+    pub ingest_threads: usize,
     /// The file system.
     pub fs: Arc<dyn FileSystem>,
     /// The clock.
@@ -130,7 +137,7 @@ const MIN_SIZE_BYTES: usize = 1024;
 impl Options {
     /// Checks that the sizes and counts are usable.
     pub fn validate(&self) -> crate::Result<()> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
             (
                 self.memtable_bytes >= MIN_SIZE_BYTES,
                 "memtable_bytes must be at least 1 KiB",
@@ -164,6 +171,10 @@ impl Options {
                 self.ingest_run_bytes >= MIN_SIZE_BYTES,
                 "ingest_run_bytes must be at least 1 KiB",
             ),
+            (
+                self.ingest_threads >= 1,
+                "ingest_threads must be at least 1",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, what)) => Err(crate::Error::InvalidArgument((*what).to_owned())),
@@ -189,6 +200,8 @@ impl Default for Options {
             level_multiplier: 10,
             background_compaction: true,
             ingest_run_bytes: DEFAULT_INGEST_RUN_BYTES,
+            ingest_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().min(MAX_DEFAULT_INGEST_THREADS)),
             fs: Arc::new(OsFs::default()),
             clock: Arc::new(SystemClock),
         }

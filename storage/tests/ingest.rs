@@ -18,6 +18,7 @@ fn opts() -> Options {
         l0_compaction_trigger: 2,
         l1_target_bytes: 64 << 10,
         ingest_run_bytes: 8 << 10,
+        ingest_threads: 4,
         ..Options::default()
     }
 }

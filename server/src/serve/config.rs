@@ -169,8 +169,9 @@ pub struct ServeConfig {
     /// The fastest one import session is fed, rows per second: bulk loads
     /// must not take the CPU and disk that serving needs.
     pub import_max_rows_per_s: u32,
-    /// Memory each import sorts in before spilling a run; `None`: the
-    /// engine's default (128 MiB).
+    /// Memory each import buffers rows in, half filling while the other
+    /// half is sorted and spilled as a run; `None`: the engine's default
+    /// (256 MiB).
     pub import_sort_mib: Option<usize>,
     /// Access tokens; none means local development mode.
     pub tokens: Vec<TokenConfig>,

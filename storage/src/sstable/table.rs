@@ -287,9 +287,31 @@ impl Table {
     /// chunks and does not touch the block cache. Keys and values are
     /// zero-copy slices of the read buffers.
     pub fn iter(self: &Arc<Self>) -> TableIter {
+        self.iter_from_block(0)
+    }
+
+    /// An iterator over every entry from the first block that can hold an
+    /// entity after `(table, key)` (entries of `(table, key)` and before it
+    /// may come first; the caller skips them).
+    pub(crate) fn iter_near_entity_after(
+        self: &Arc<Self>,
+        table: TableId,
+        key: &[u8],
+    ) -> TableIter {
+        // (key, MIN, 0) is the last position of `key` in storage order: blocks
+        // ending before it hold nothing after the entity.
+        self.iter_from_block(self.index.find((table, key, Timestamp::MIN, 0)))
+    }
+
+    /// The `(table, key)` of data block `idx`'s last entry.
+    pub(crate) fn block_last_entity(&self, idx: u32) -> Option<(TableId, &[u8])> {
+        self.index.get(idx).map(|e| (e.table, &e.key[..]))
+    }
+
+    fn iter_from_block(self: &Arc<Self>, first: u32) -> TableIter {
         TableIter {
             table: Arc::clone(self),
-            next_block: 0,
+            next_block: first,
             chunk: Bytes::new(),
             chunk_at: 0,
             current: None,

@@ -1,13 +1,15 @@
 //! Bulk ingest: versions written straight into SSTs, bypassing the WAL and
 //! the memtable, visible all at once when the ingest commits.
 //!
-//! An [`Ingest`] buffers versions in memory up to
-//! [`Options::ingest_run_bytes`](crate::Options), then sorts the buffer and
-//! spills it as a *run* (an uncompressed SST) under `ingest/`; input in any
+//! An [`Ingest`] buffers versions in memory up to half of
+//! [`Options::ingest_run_bytes`](crate::Options), then hands the buffer to a
+//! background thread that sorts it and writes it as a *run* (an uncompressed
+//! SST) under `ingest/` while the next buffer fills ([`runs`]); input in any
 //! order is sorted in bounded memory. [`Ingest::commit`] merges the runs
-//! into compressed level-0 SSTs and installs them with one manifest commit.
-//! Dropping an ingest (or [`Ingest::abort`]) removes its runs; the next open
-//! removes whatever a crash left in `ingest/` or `sst/`.
+//! into compressed level-0 SSTs, in key ranges written in parallel
+//! ([`ranges`]), and installs them with one manifest commit. Dropping an
+//! ingest (or [`Ingest::abort`]) removes its runs; the next open removes
+//! whatever a crash left in `ingest/` or `sst/`.
 //!
 //! Commit order, and why:
 //! 1. take the compaction lock for the whole commit: no compaction may mix
@@ -21,11 +23,11 @@
 //! 3. wait until the memtables frozen in step 2 are flushed, so the WAL
 //!    holds only writes newer than the ingest (a replay after a crash then
 //!    applies them after the ingest, as they were committed);
-//! 4. merge the runs into SSTs through compaction's output writer (which
-//!    splits files between entities and drops versions past retention, which
-//!    no read would show), numbering versions from the reserved range in
-//!    input order (equal `(key, event_ts)`: the later input row is the later
-//!    commit), and fsync them and the directory;
+//! 4. merge the runs into SSTs through compaction's output writer, one per
+//!    key range (which splits files between entities and drops versions past
+//!    retention, which no read would show), numbering versions from the
+//!    reserved range in input order (equal `(key, event_ts)`: the later input
+//!    row is the later commit), and fsync them and the directory;
 //! 5. point the hash index at each entity's newest ingested version unless
 //!    the current entry is newer (an equal event time from a write after
 //!    step 2 stays, being the later commit). Readers that meet a location
@@ -36,17 +38,19 @@
 //!    files are removed at the next open; index entries naming them fall
 //!    back to searches, which never see them.
 
-use crate::compaction::{OutputWriter, Outputs, Placement};
-use crate::engine::{Engine, Inner};
+mod ranges;
+mod runs;
+
+use crate::compaction::Placement;
+use crate::engine::{sst_path, Engine, Inner};
 use crate::hash_index::Location;
-use crate::merge::{MergeIter, Source};
-use crate::sstable::{BuildOptions, Table, TableBuilder};
 use crate::types::{check_limits, Entry, Kind, SeqNo, TableId, Timestamp};
 use crate::version::{ReadView, TableHandle};
 use crate::{Error, Result};
 use bytes::Bytes;
+use ranges::Numbering;
+use runs::Runs;
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -80,8 +84,7 @@ pub struct Ingest {
     /// Versions not yet spilled, with `seq` holding their input ordinal.
     buffer: Vec<Entry>,
     buffer_bytes: usize,
-    /// Spilled runs, each sorted.
-    runs: Vec<(PathBuf, Arc<Table>)>,
+    runs: Runs,
     /// Versions added so far (the next input ordinal).
     versions: u64,
 }
@@ -102,7 +105,7 @@ impl Engine {
             table,
             buffer: Vec::new(),
             buffer_bytes: 0,
-            runs: Vec::new(),
+            runs: Runs::new(self.inner.clone()),
             versions: 0,
         })
     }
@@ -137,7 +140,7 @@ impl Ingest {
         });
         self.versions += 1;
         self.buffer_bytes += key.len() + value.len() + ENTRY_OVERHEAD;
-        if self.buffer_bytes >= self.inner.opts.ingest_run_bytes
+        if self.buffer_bytes >= self.inner.opts.ingest_run_bytes / 2
             || self.buffer.len() >= MAX_RUN_VERSIONS
         {
             self.spill()?;
@@ -145,46 +148,10 @@ impl Ingest {
         Ok(())
     }
 
-    /// Sorts the buffer and writes it as a run.
+    /// Hands the buffer to the run writer.
     fn spill(&mut self) -> Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let order = sorted_order(&self.buffer);
-        let file_no = self.inner.alloc_file_no();
-        let path = self
-            .inner
-            .dir
-            .join(INGEST_DIR)
-            .join(format!("{file_no:012}.run"));
-        let fs = &*self.inner.opts.fs;
-        let options = BuildOptions {
-            compress_data: false,
-            ..self.inner.build_options(0)
-        };
-        let written = (|| {
-            let mut builder = TableBuilder::create(fs, &path, file_no, options)?;
-            for &i in &order {
-                builder.add(&self.buffer[i as usize].as_ref())?;
-            }
-            builder.finish()?;
-            Table::open(
-                self.inner.opts.fs.clone(),
-                &path,
-                file_no,
-                self.inner.cache.clone(),
-            )
-        })();
-        match written {
-            Ok(table) => self.runs.push((path, table)),
-            Err(e) => {
-                let _ = fs.remove(&path);
-                return Err(e);
-            }
-        }
-        self.buffer.clear();
         self.buffer_bytes = 0;
-        Ok(())
+        self.runs.spill(std::mem::take(&mut self.buffer))
     }
 
     /// Discards everything added.
@@ -208,14 +175,11 @@ impl Ingest {
         let (base, ingest_ts, first_newer_gen, frozen) = inner.reserve_ingest(n)?;
         inner.wait_flushed(frozen)?;
         self.spill()?;
-        let mut out = OutputWriter::new(&inner, 1);
-        let outputs = match self.write_ssts(&mut out, base, ingest_ts) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                out.abandon();
-                return Err(e);
-            }
-        };
+        let numbering = Numbering { base, ingest_ts };
+        // Built as for level 1, compressed: an ingest is large and read for a
+        // long time before compaction rewrites it.
+        let runs = self.runs.finish()?;
+        let outputs = ranges::write(&inner, runs, inner.opts.ingest_threads, &numbering, 1)?;
         let files: Vec<u64> = outputs.summaries.iter().map(|s| s.file_no).collect();
         let handles = match outputs
             .summaries
@@ -226,7 +190,7 @@ impl Ingest {
             Ok(h) => h,
             Err(e) => {
                 inner.forget_tables(&files);
-                out.abandon();
+                inner.remove_ssts(&files);
                 return Err(e);
             }
         };
@@ -244,80 +208,6 @@ impl Ingest {
             files: handles.len(),
         })
     }
-
-    /// Merges the runs through `out`, numbering versions from `base`.
-    /// Outputs are compressed (built as for level 1): an ingest is large and
-    /// read for a long time before compaction rewrites it.
-    fn write_ssts(
-        &self,
-        out: &mut OutputWriter<'_>,
-        base: SeqNo,
-        ingest_ts: Timestamp,
-    ) -> Result<Outputs> {
-        let sources: Vec<Source<'_>> = self
-            .runs
-            .iter()
-            .map(|(_, t)| Box::new(t.iter()) as Source<'_>)
-            .collect();
-        let numbered = MergeIter::new(sources).map(|e| {
-            e.map(|mut e| {
-                e.seq += base;
-                e.ingest_ts = ingest_ts;
-                e
-            })
-        });
-        out.consume(numbered)?;
-        out.finish()
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        let fs = &*self.inner.opts.fs;
-        for (path, _) in self.runs.drain(..) {
-            let _ = fs.remove(&path);
-        }
-    }
-}
-
-/// The buffer's indexes in storage order, sorted on a compact copy of each
-/// entry: its table, the key's first 8 bytes as one integer, the key's
-/// length (capped at 9) and its event time. For keys of at most 8 bytes
-/// that decides everything but equal `(key, event_ts)`; only those ties and
-/// longer keys sharing their first 8 bytes fall back to the full, byte-wise
-/// comparison, which otherwise dominated the sort.
-fn sorted_order(buffer: &[Entry]) -> Vec<u32> {
-    struct Item {
-        table: TableId,
-        len: u8,
-        prefix: u64,
-        event_ts: Timestamp,
-        index: u32,
-    }
-    let item = |(i, e): (usize, &Entry)| {
-        let mut b = [0u8; 8];
-        let n = e.key.len().min(8);
-        b[..n].copy_from_slice(&e.key[..n]);
-        Item {
-            table: e.table,
-            len: e.key.len().min(9) as u8,
-            prefix: u64::from_be_bytes(b),
-            event_ts: e.event_ts,
-            index: i as u32,
-        }
-    };
-    let mut items: Vec<Item> = buffer.iter().enumerate().map(item).collect();
-    items.sort_unstable_by(|a, b| {
-        (a.table, a.prefix, a.len)
-            .cmp(&(b.table, b.prefix, b.len))
-            .then_with(|| match a.len {
-                // Equal short keys: newest event first.
-                0..=8 => b.event_ts.cmp(&a.event_ts),
-                _ => std::cmp::Ordering::Equal,
-            })
-            .then_with(|| buffer[a.index as usize].cmp_order(&buffer[b.index as usize]))
-    });
-    items.into_iter().map(|it| it.index).collect()
 }
 
 impl Inner {
@@ -393,47 +283,18 @@ impl Inner {
         Ok(())
     }
 
+    /// Removes SSTs that were written but never installed.
+    fn remove_ssts(&self, files: &[u64]) {
+        for &f in files {
+            let _ = self.opts.fs.remove(&sst_path(&self.dir, f));
+        }
+    }
+
     /// Drops the open handles of files that were never installed.
     fn forget_tables(&self, files: &[u64]) {
         let mut tables = self.tables.write();
         for f in files {
             tables.remove(f);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// The compact sort gives exactly the storage order, whatever the
-        /// key lengths (around the 8-byte prefix) and ties.
-        #[test]
-        fn sorted_order_is_storage_order(
-            entries in proptest::collection::vec(
-                (0u32..3, proptest::collection::vec(0u8..3, 0..12), 0i64..4),
-                0..200,
-            )
-        ) {
-            let buffer: Vec<Entry> = entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, (table, key, event_ts))| Entry {
-                    table,
-                    key: Bytes::from(key),
-                    event_ts,
-                    seq: i as u64,
-                    ingest_ts: 0,
-                    kind: Kind::Put,
-                    value: Bytes::new(),
-                })
-                .collect();
-            let got: Vec<&Entry> = sorted_order(&buffer).into_iter().map(|i| &buffer[i as usize]).collect();
-            let mut want: Vec<&Entry> = buffer.iter().collect();
-            want.sort_by(|a, b| a.cmp_order(b));
-            prop_assert_eq!(got, want);
         }
     }
 }
