@@ -145,6 +145,47 @@ fn an_imported_older_version_never_shadows_newer_online_data() {
 }
 
 #[test]
+fn an_ingest_goes_to_the_deepest_level_nothing_above_overlaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(
+        dir.path(),
+        Options {
+            background_compaction: false,
+            ..opts()
+        },
+    )
+    .expect("open");
+    let last = tessera_storage::NUM_LEVELS - 1;
+    let ingest_all = |table: u32, keys: std::ops::Range<u32>| {
+        let mut ingest = engine.begin_ingest(table).expect("begin");
+        for i in keys.rev() {
+            ingest.put(&key(i), 10, b"imported").expect("add");
+        }
+        ingest.commit().expect("commit")
+    };
+    // A new table: straight to the last level, never rewritten.
+    let info = ingest_all(T, 0..1000);
+    let stats = engine.stats();
+    assert_eq!(stats.ssts_per_level[last], info.files as u64, "{stats:?}");
+    assert_eq!(stats.ssts_per_level[..last].iter().sum::<u64>(), 0);
+    // Over online data flushed to level 0: above it would hide it, so level 0.
+    engine.put(T + 1, &key(5), 20, b"online").expect("put");
+    engine.flush().expect("flush");
+    let l0_before = engine.stats().ssts_per_level[0];
+    let info = ingest_all(T + 1, 0..10);
+    assert_eq!(
+        engine.stats().ssts_per_level[0],
+        l0_before + info.files as u64
+    );
+    let row = engine
+        .latest(T + 1, &key(5))
+        .expect("read")
+        .expect("present");
+    assert_eq!(row.value.as_ref(), b"online", "the later event time wins");
+    engine.verify_index().expect("index agrees with a scan");
+}
+
+#[test]
 fn aborted_and_crashed_ingests_leave_no_trace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path(), opts()).expect("open");

@@ -240,6 +240,37 @@ impl ColumnWriter<'_> {
         Ok(())
     }
 
+    /// Consecutive non-null fixed-width values, given as their
+    /// little-endian bytes back to back: one copy instead of one per value.
+    pub fn push_fixed_le_run(&mut self, bytes: &[u8]) -> Result<(), ColumnError> {
+        let Layout::Fixed { width } = self.layout else {
+            return Err(self.error("fixed-width values in a variable-length column"));
+        };
+        if width == 0 || bytes.len() % width != 0 {
+            return Err(self.error(format!("{} bytes of {width}-byte values", bytes.len())));
+        }
+        let n = bytes.len() / width;
+        if n > self.rows - self.row {
+            return Err(self.error(format!("more than {} values pushed", self.rows)));
+        }
+        self.out.extend_from_slice(bytes);
+        let (mut row, end) = (self.row, self.row + n);
+        while row < end && row % 8 != 0 {
+            self.set_valid(row);
+            row += 1;
+        }
+        let whole = (end - row) / 8;
+        let at = self.valid_at + row / 8;
+        if let Some(bits) = self.out.get_mut(at..at + whole) {
+            bits.fill(0xFF);
+        }
+        for row in row + 8 * whole..end {
+            self.set_valid(row);
+        }
+        self.row = end;
+        Ok(())
+    }
+
     /// A `string` or `bytes` value; a string must be UTF-8 (readers refuse a
     /// reply that is not).
     pub fn push_var(&mut self, bytes: &[u8]) -> Result<(), ColumnError> {

@@ -154,6 +154,22 @@ impl Column {
         }
     }
 
+    /// Whether [`Column::event_ts`] can be `None` for some row: the
+    /// column has nulls or is not of a time type read straight.
+    pub fn may_lack_event_ts(&self) -> bool {
+        self.array.null_count() > 0
+            || !matches!(
+                self.array.data_type(),
+                DataType::Timestamp(..) | DataType::Int64
+            )
+    }
+
+    /// Whether [`Column::unreadable`] can name any row: only list columns
+    /// can hold what a batch cannot.
+    pub fn may_be_unreadable(&self) -> bool {
+        matches!(self.array.data_type(), DataType::List(_))
+    }
+
     /// Why row `i` cannot go into a batch at all, if it cannot: a null
     /// inside a list, or an embedding of another dimension (a batch's
     /// embedding column has one width). Everything else is the server's to
@@ -207,6 +223,9 @@ impl Column {
             // each row's little-endian bytes, as the wire does.
             let data = a.to_data();
             let bytes = &data.buffers()[0].as_slice()[data.offset() * width..];
+            if a.null_count() == 0 {
+                return w.push_fixed_le_run(&bytes[rows.start * width..rows.end * width]);
+            }
             return each(w, &mut |w, i| {
                 w.push_fixed_le(&bytes[i * width..(i + 1) * width])
             });

@@ -186,19 +186,25 @@ impl CastRecord<'_> {
     /// Rows that cannot go into a batch, in order, with why.
     fn unreadable(&self, n: usize) -> Vec<(usize, String)> {
         let mut bad = Vec::new();
+        let check_ts = self.ts.may_lack_event_ts();
+        let lists: Vec<_> = self
+            .values
+            .iter()
+            .zip(&self.mapping.columns)
+            .filter(|(c, _)| c.may_be_unreadable())
+            .collect();
+        if !check_ts && lists.is_empty() {
+            return bad;
+        }
         for i in 0..n {
-            if self.ts.event_ts(i).is_none() {
+            if check_ts && self.ts.event_ts(i).is_none() {
                 bad.push((i, "the event time is null".to_string()));
                 continue;
             }
-            let why = self
-                .values
-                .iter()
-                .zip(&self.mapping.columns)
-                .find_map(|(c, (name, _))| {
-                    c.unreadable(i)
-                        .map(|reason| format!("column `{name}`: {reason}"))
-                });
+            let why = lists.iter().find_map(|(c, (name, _))| {
+                c.unreadable(i)
+                    .map(|reason| format!("column `{name}`: {reason}"))
+            });
             if let Some(why) = why {
                 bad.push((i, why));
             }

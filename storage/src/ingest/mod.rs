@@ -33,8 +33,14 @@
 //!    step 2 stays, being the later commit). Readers that meet a location
 //!    not yet in their view fall back to a full search, so nothing of the
 //!    ingest is visible before step 6;
-//! 6. commit a manifest naming the SSTs at level 0 and swap in a view with
-//!    them: the commit point. If it fails the engine is read-only and the
+//! 6. commit a manifest naming the SSTs and swap in a view with them: the
+//!    commit point. Each SST goes to the deepest level where neither that
+//!    level nor any above it holds a file overlapping its key range (level 0
+//!    when level 0 does): every version it shares an entity with is then in
+//!    a deeper level (an older commit) or flushed after step 2 into level 0
+//!    (a newer one), which is the order reads and the index rebuild assume.
+//!    An import into a new group or key range lands where compaction would
+//!    have taken it, and is not rewritten straight after. If it fails the engine is read-only and the
 //!    files are removed at the next open; index entries naming them fall
 //!    back to searches, which never see them.
 
@@ -44,24 +50,18 @@ mod runs;
 use crate::compaction::Placement;
 use crate::engine::{sst_path, Engine, Inner};
 use crate::hash_index::Location;
-use crate::types::{check_limits, Entry, Kind, SeqNo, TableId, Timestamp};
-use crate::version::{ReadView, TableHandle};
+use crate::sstable::TableSummary;
+use crate::types::{check_limits, Kind, SeqNo, TableId, Timestamp};
+use crate::version::{ReadView, TableHandle, Version, NUM_LEVELS};
 use crate::{Error, Result};
-use bytes::Bytes;
 use ranges::Numbering;
-use runs::Runs;
+use runs::{Buffer, Runs, MAX_BUFFER_VERSIONS};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Directory of the runs of ingests in progress.
 pub(crate) const INGEST_DIR: &str = "ingest";
-/// Fixed cost of one buffered version beyond its key and value bytes.
-const ENTRY_OVERHEAD: usize = 96;
-/// Most versions in one run, whatever the memory budget: the sort indexes
-/// the buffer with `u32`s.
-const MAX_RUN_VERSIONS: usize = 1 << 31;
-
 /// What a committed ingest wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IngestInfo {
@@ -81,9 +81,8 @@ pub struct IngestInfo {
 pub struct Ingest {
     inner: Arc<Inner>,
     table: TableId,
-    /// Versions not yet spilled, with `seq` holding their input ordinal.
-    buffer: Vec<Entry>,
-    buffer_bytes: usize,
+    /// Versions not yet handed to the run writer.
+    buffer: Buffer,
     runs: Runs,
     /// Versions added so far (the next input ordinal).
     versions: u64,
@@ -103,8 +102,7 @@ impl Engine {
         Ok(Ingest {
             inner: self.inner.clone(),
             table,
-            buffer: Vec::new(),
-            buffer_bytes: 0,
+            buffer: Buffer::new(table, 0, self.inner.opts.ingest_run_bytes / 2),
             runs: Runs::new(self.inner.clone()),
             versions: 0,
         })
@@ -129,19 +127,10 @@ impl Ingest {
 
     fn add(&mut self, key: &[u8], event_ts: Timestamp, kind: Kind, value: &[u8]) -> Result<()> {
         check_limits(key, value.len())?;
-        self.buffer.push(Entry {
-            table: self.table,
-            key: Bytes::copy_from_slice(key),
-            event_ts,
-            seq: self.versions,
-            ingest_ts: 0,
-            kind,
-            value: Bytes::copy_from_slice(value),
-        });
+        self.buffer.push(key, event_ts, kind, value);
         self.versions += 1;
-        self.buffer_bytes += key.len() + value.len() + ENTRY_OVERHEAD;
-        if self.buffer_bytes >= self.inner.opts.ingest_run_bytes / 2
-            || self.buffer.len() >= MAX_RUN_VERSIONS
+        if self.buffer.bytes() >= self.buffer.budget()
+            || self.buffer.versions() >= MAX_BUFFER_VERSIONS
         {
             self.spill()?;
         }
@@ -150,8 +139,13 @@ impl Ingest {
 
     /// Hands the buffer to the run writer.
     fn spill(&mut self) -> Result<()> {
-        self.buffer_bytes = 0;
-        self.runs.spill(std::mem::take(&mut self.buffer))
+        let next = Buffer::new(
+            self.table,
+            self.versions,
+            self.inner.opts.ingest_run_bytes / 2,
+        );
+        let full = std::mem::replace(&mut self.buffer, next);
+        self.runs.spill(full)
     }
 
     /// Discards everything added.
@@ -181,10 +175,11 @@ impl Ingest {
         let runs = self.runs.finish()?;
         let outputs = ranges::write(&inner, runs, inner.opts.ingest_threads, &numbering, 1)?;
         let files: Vec<u64> = outputs.summaries.iter().map(|s| s.file_no).collect();
+        let version = inner.pin().version.clone();
         let handles = match outputs
             .summaries
             .iter()
-            .map(|s| inner.open_handle(s, 0))
+            .map(|s| inner.open_handle(s, deepest_free_level(&version, s)))
             .collect::<Result<Vec<_>>>()
         {
             Ok(h) => h,
@@ -208,6 +203,18 @@ impl Ingest {
             files: handles.len(),
         })
     }
+}
+
+/// The deepest level such that no file at it or above overlaps `s`.
+fn deepest_free_level(version: &Version, s: &TableSummary) -> u32 {
+    let (lo, hi) = (
+        (s.smallest.0, &s.smallest.1[..]),
+        (s.largest.0, &s.largest.1[..]),
+    );
+    let free = (0..NUM_LEVELS)
+        .take_while(|&level| version.overlapping(level, lo, hi).is_empty())
+        .last();
+    free.map_or(0, |level| level as u32)
 }
 
 impl Inner {
@@ -278,7 +285,7 @@ impl Inner {
         });
         self.visible_seq.fetch_max(last_seq, Ordering::AcqRel);
         drop(view);
-        // Level 0 grew: compaction may have work once the lock is released.
+        // A level grew: compaction may have work once the lock is released.
         self.request_compaction();
         Ok(())
     }
