@@ -6,8 +6,8 @@
 //! background thread that sorts it and writes it as a *run* (an uncompressed
 //! SST) under `ingest/` while the next buffer fills ([`runs`]); input in any
 //! order is sorted in bounded memory. [`Ingest::commit`] merges the runs
-//! into compressed level-0 SSTs, in key ranges written in parallel
-//! ([`ranges`]), and installs them with one manifest commit. Dropping an
+//! into compressed SSTs, in key ranges written in parallel ([`ranges`]), and
+//! installs them with one manifest commit. Dropping an
 //! ingest (or [`Ingest::abort`]) removes its runs; the next open removes
 //! whatever a crash left in `ingest/` or `sst/`.
 //!
@@ -40,9 +40,10 @@
 //!    a deeper level (an older commit) or flushed after step 2 into level 0
 //!    (a newer one), which is the order reads and the index rebuild assume.
 //!    An import into a new group or key range lands where compaction would
-//!    have taken it, and is not rewritten straight after. If it fails the engine is read-only and the
-//!    files are removed at the next open; index entries naming them fall
-//!    back to searches, which never see them.
+//!    have taken it, and is not rewritten straight after. If the commit
+//!    fails the engine is read-only and the files are removed at the next
+//!    open; index entries naming them fall back to searches, which never
+//!    see them.
 
 mod ranges;
 mod runs;
@@ -55,7 +56,7 @@ use crate::types::{check_limits, Kind, SeqNo, TableId, Timestamp};
 use crate::version::{ReadView, TableHandle, Version, NUM_LEVELS};
 use crate::{Error, Result};
 use ranges::Numbering;
-use runs::{Buffer, Runs, MAX_BUFFER_VERSIONS};
+use runs::{Buffer, Runs};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,7 +81,6 @@ pub struct IngestInfo {
 /// A bulk ingest into one table in progress; see the module docs.
 pub struct Ingest {
     inner: Arc<Inner>,
-    table: TableId,
     /// Versions not yet handed to the run writer.
     buffer: Buffer,
     runs: Runs,
@@ -101,7 +101,6 @@ impl Engine {
             .map_err(|e| Error::io("create directory", &dir, e))?;
         Ok(Ingest {
             inner: self.inner.clone(),
-            table,
             buffer: Buffer::new(table, 0, self.inner.opts.ingest_run_bytes / 2),
             runs: Runs::new(self.inner.clone()),
             versions: 0,
@@ -129,9 +128,7 @@ impl Ingest {
         check_limits(key, value.len())?;
         self.buffer.push(key, event_ts, kind, value);
         self.versions += 1;
-        if self.buffer.bytes() >= self.buffer.budget()
-            || self.buffer.versions() >= MAX_BUFFER_VERSIONS
-        {
+        if self.buffer.is_full() {
             self.spill()?;
         }
         Ok(())
@@ -139,11 +136,7 @@ impl Ingest {
 
     /// Hands the buffer to the run writer.
     fn spill(&mut self) -> Result<()> {
-        let next = Buffer::new(
-            self.table,
-            self.versions,
-            self.inner.opts.ingest_run_bytes / 2,
-        );
+        let next = self.buffer.successor(self.versions);
         let full = std::mem::replace(&mut self.buffer, next);
         self.runs.spill(full)
     }
@@ -170,9 +163,9 @@ impl Ingest {
         inner.wait_flushed(frozen)?;
         self.spill()?;
         let numbering = Numbering { base, ingest_ts };
+        let runs = self.runs.finish()?;
         // Built as for level 1, compressed: an ingest is large and read for a
         // long time before compaction rewrites it.
-        let runs = self.runs.finish()?;
         let outputs = ranges::write(&inner, runs, inner.opts.ingest_threads, &numbering, 1)?;
         let files: Vec<u64> = outputs.summaries.iter().map(|s| s.file_no).collect();
         let version = inner.pin().version.clone();

@@ -11,8 +11,8 @@
 //! - the split points are block boundaries of the runs, taken at even steps
 //!   through all of them in key order, so ranges hold about as many blocks;
 //! - outputs concatenated in range order are in storage order, as one merge
-//!   over everything would write them; a range that fails removes nothing
-//!   of its own, so the caller removes the files of every range.
+//!   over everything would write them; when any range fails, the files of
+//!   every range are removed.
 
 use super::runs::Run;
 use crate::compaction::{OutputWriter, Outputs};

@@ -56,7 +56,7 @@ impl Runs {
     /// An error of an earlier run is returned here.
     pub(super) fn spill(&mut self, buffer: Buffer) -> Result<()> {
         self.wait()?;
-        if buffer.versions() == 0 {
+        if buffer.is_empty() {
             return Ok(());
         }
         let inner = self.inner.clone();
@@ -99,7 +99,7 @@ impl Drop for Runs {
 const RECORD_BYTES: usize = std::mem::size_of::<Record>();
 /// Most versions in one buffer, whatever the memory budget: records index
 /// the buffer with `u32`s.
-pub(super) const MAX_BUFFER_VERSIONS: usize = 1 << 31;
+const MAX_BUFFER_VERSIONS: usize = 1 << 31;
 
 /// Versions not yet written, packed: keys and values back to back in one
 /// allocation, and a fixed-size record per version that sorts on its own
@@ -166,18 +166,21 @@ impl Buffer {
         self.bytes.extend_from_slice(value);
     }
 
-    /// Memory it may account for before it is spilled.
-    pub(super) fn budget(&self) -> usize {
-        self.budget
+    /// The empty buffer to fill after this one, from input ordinal
+    /// `first_ordinal` on.
+    pub(super) fn successor(&self, first_ordinal: u64) -> Buffer {
+        Buffer::new(self.table, first_ordinal, self.budget)
     }
 
-    /// Memory the buffer accounts for.
-    pub(super) fn bytes(&self) -> usize {
-        self.bytes.len() + self.records.len() * RECORD_BYTES
+    /// Whether the buffer is due to be spilled: its budget is used up, or
+    /// its records cannot index another version.
+    pub(super) fn is_full(&self) -> bool {
+        let used = self.bytes.len() + self.records.len() * RECORD_BYTES;
+        used >= self.budget || self.records.len() >= MAX_BUFFER_VERSIONS
     }
 
-    pub(super) fn versions(&self) -> usize {
-        self.records.len()
+    pub(super) fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 
     /// Sorts the records into storage order: key, then newest event first,
