@@ -12,7 +12,7 @@ use crate::merge::{MergeIter, Source};
 use crate::options::TableOptions;
 use crate::read::{retained, visible, Bounds};
 use crate::types::{Entry, EntryRef, Row, SeqNo, TableId, Timestamp, Version};
-use crate::version::ReadView;
+use crate::version::{ReadView, NUM_LEVELS};
 use crate::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,9 +125,28 @@ impl Snapshot {
                 .collect();
             sources.push(Box::new(rows.into_iter().map(Ok)));
         }
-        for h in self.view.version.files() {
-            if h.meta.smallest.0 <= table && table <= h.meta.largest.0 {
-                sources.push(Box::new(table_rows(h.table.clone(), table, prune)));
+        for level in 0..NUM_LEVELS {
+            let files: Vec<Arc<crate::sstable::Table>> = self
+                .view
+                .version
+                .level(level)
+                .iter()
+                .filter(|h| h.meta.smallest.0 <= table && table <= h.meta.largest.0)
+                .map(|h| h.table.clone())
+                .collect();
+            if level == 0 {
+                // Level-0 files overlap: each is a source of the merge.
+                for t in files {
+                    sources.push(Box::new(table_rows(t, table, prune)));
+                }
+            } else if !files.is_empty() {
+                // A deeper level's files are sorted and disjoint, so one
+                // source reads them in turn, each opened when reached: the
+                // merge's heap holds a level, not a file.
+                let rows = files
+                    .into_iter()
+                    .flat_map(move |t| table_rows(t, table, prune));
+                sources.push(Box::new(rows));
             }
         }
         Scan {
@@ -154,7 +173,7 @@ impl Snapshot {
             known_at,
             max_seq: self.seq,
         };
-        // Each source yields only its candidate per key; the merge puts the
+        // Each file yields only its candidate per key; the merge puts the
         // best candidate of each key first.
         AsOfScan {
             first: FirstWithin::new(bounds),

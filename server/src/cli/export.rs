@@ -177,9 +177,7 @@ fn to_batch(layout: &Layout, chunk: &HistoryReply) -> Result<RecordBatch, CliErr
             .zip(types)
             .map(|(column, ty)| {
                 let mut builder = ColumnBuilder::new(*ty, rows);
-                (0..rows)
-                    .try_for_each(|i| builder.append(column, i))
-                    .map(|()| builder.finish())
+                builder.append_column(column).map(|()| builder.finish())
             })
             .collect::<Result<Vec<ArrayRef>, String>>()
     };

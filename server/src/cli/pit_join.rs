@@ -15,8 +15,10 @@
 //! event time of the version used. Groups keyed by different entities are
 //! joined in the same pass: the spine is read in chunks of
 //! [`SPINE_CHUNK_ROWS`] rows, each chunk is looked up in every group (its
-//! lookups sorted by key, for locality on the server), then written in the
-//! spine's order. Memory is bounded by one chunk and its features.
+//! lookups sorted by key, for locality on the server), each group's
+//! replies are read once, in that order, into columns, and the columns
+//! are gathered (Arrow's `take`) into the spine's order. Memory is bounded
+//! by one chunk and its features.
 
 use super::arrow_columns::{arrow_type, timestamp_type, ColumnBuilder};
 use super::arrow_rows::{Column as SpineColumn, Target};
@@ -26,8 +28,9 @@ use super::parquet_out::{progress, ParquetOut};
 use super::rows::RegistryView;
 use super::{connect, CliError, ClientArgs};
 use arrow_array::builder::TimestampMicrosecondBuilder;
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_select::take::{take, TakeOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -294,12 +297,17 @@ fn write_chunks(
     bar: &indicatif::ProgressBar,
 ) -> Result<u64, CliError> {
     for joined in chunks {
+        let sorted = plans
+            .iter()
+            .zip(&joined.groups)
+            .map(|(plan, lookups)| lookups.sorted_columns(plan))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut first = 0;
         for batch in &joined.batches {
             let rows = first..first + batch.num_rows();
             let mut columns = batch.columns().to_vec();
-            for (plan, lookups) in plans.iter().zip(&joined.groups) {
-                columns.extend(lookups.columns(plan, rows.clone())?);
+            for (sorted, lookups) in sorted.iter().zip(&joined.groups) {
+                columns.extend(sorted.columns(lookups, rows.clone())?);
             }
             let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
             out.write(&batch)?;
@@ -327,8 +335,8 @@ fn spine_times(
 }
 
 /// One group's lookups for a chunk of the spine: the replies, in sorted
-/// lookup order, and for each spine row of the chunk its lookup's
-/// position among them (`None`: not looked up).
+/// lookup order (one row per lookup), and for each spine row of the chunk
+/// its lookup's position among them (`None`: not looked up).
 struct GroupLookups {
     replies: Vec<SlateReply>,
     slots: Vec<Option<usize>>,
@@ -382,6 +390,7 @@ fn look_up_chunk(
     for (sorted, (_, _, spine_row, _)) in lookups.iter().enumerate() {
         slots[*spine_row] = Some(sorted);
     }
+    let looked_up = lookups.len();
     let keys = lookups
         .into_iter()
         .map(|(key, ts, _, _)| (ts, key))
@@ -390,41 +399,74 @@ fn look_up_chunk(
     if replies.iter().any(|r| r.parts().len() != 1) {
         return Err("a PIT_LOOKUP reply without its one part".into());
     }
+    let answered: usize = replies.iter().map(|r| r.parts()[0].rows()).sum();
+    if answered != looked_up {
+        let msg = format!(
+            "group `{}`: {answered} rows answered {looked_up} lookups",
+            plan.group
+        );
+        return Err(msg);
+    }
     Ok(GroupLookups { replies, slots })
 }
 
 impl GroupLookups {
-    /// The group's output columns for spine rows `rows` of the chunk.
-    fn columns(
-        &self,
-        plan: &GroupPlan,
-        rows: std::ops::Range<usize>,
-    ) -> Result<Vec<ArrayRef>, CliError> {
-        let n = rows.len();
+    /// The group's output columns over every lookup, in sorted lookup
+    /// order: each reply is read once, front to back.
+    fn sorted_columns(&self, plan: &GroupPlan) -> Result<SortedColumns, CliError> {
+        let n = self.replies.iter().map(|r| r.parts()[0].rows()).sum();
         let mut builders: Vec<ColumnBuilder> = plan
             .features
             .iter()
             .map(|(_, ty)| ColumnBuilder::new(*ty, n))
             .collect();
         let mut event_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-        for slot in &self.slots[rows] {
-            let Some(j) = *slot else {
-                builders.iter_mut().for_each(ColumnBuilder::append_null);
-                event_ts.append_null();
-                continue;
-            };
-            let part = &self.replies[j / LOOKUPS_PER_REQUEST].parts()[0];
-            let row = j % LOOKUPS_PER_REQUEST;
+        for reply in &self.replies {
+            let part = &reply.parts()[0];
+            if part.columns().len() != builders.len() {
+                return Err(format!(
+                    "group `{}`: a reply with other columns",
+                    plan.group
+                ));
+            }
             for (builder, column) in builders.iter_mut().zip(part.columns()) {
                 builder
-                    .append(column, row)
+                    .append_column(column)
                     .map_err(|e| format!("group `{}`: {e}", plan.group))?;
             }
-            event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
+            for row in 0..part.rows() {
+                event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
+            }
         }
         let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(event_ts.finish()));
-        Ok(arrays)
+        Ok(SortedColumns { arrays })
+    }
+}
+
+/// One group's output columns for a chunk, in sorted lookup order.
+struct SortedColumns {
+    arrays: Vec<ArrayRef>,
+}
+
+impl SortedColumns {
+    /// The columns for spine rows `rows` of the chunk, in spine order:
+    /// each row's lookup, or null where it was not looked up.
+    fn columns(
+        &self,
+        lookups: &GroupLookups,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<ArrayRef>, CliError> {
+        let indices: UInt32Array = lookups.slots[rows]
+            .iter()
+            .map(|slot| slot.and_then(|j| u32::try_from(j).ok()))
+            .collect();
+        let options = TakeOptions { check_bounds: true };
+        self.arrays
+            .iter()
+            .map(|array| take(array.as_ref(), &indices, Some(options.clone())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
     }
 }
 

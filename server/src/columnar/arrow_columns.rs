@@ -15,7 +15,7 @@ use arrow_array::builder::{
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, TimeUnit};
 use std::sync::Arc;
-use tessera_protocol::{Column, Value};
+use tessera_protocol::{tag, Column, Value};
 
 /// The time zone every timestamp column is written with.
 pub const UTC: &str = "UTC";
@@ -195,6 +195,44 @@ impl ColumnBuilder {
             },
         }
         Ok(())
+    }
+
+    /// Appends every row of `column`, in order. Number columns are copied
+    /// in one piece (with their validity); the rest row by row.
+    pub fn append_column(&mut self, column: &Column) -> Result<(), String> {
+        let valid = || {
+            (0..column.rows())
+                .map(|i| column.is_valid(i))
+                .collect::<Vec<bool>>()
+        };
+        match self {
+            ColumnBuilder::Float32(b) if column.tag() == tag::FLOAT32 => {
+                if let Some(values) = column.f32s() {
+                    b.append_values(values, &valid());
+                    return Ok(());
+                }
+            }
+            ColumnBuilder::Float64(b) => {
+                if let Some(values) = column.f64s() {
+                    b.append_values(values, &valid());
+                    return Ok(());
+                }
+            }
+            ColumnBuilder::Int64(b) => {
+                if let Some(values) = column.i64s() {
+                    b.append_values(values, &valid());
+                    return Ok(());
+                }
+            }
+            ColumnBuilder::Timestamp(b) => {
+                if let Some(values) = column.i64s() {
+                    b.append_values(values, &valid());
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        (0..column.rows()).try_for_each(|i| self.append(column, i))
     }
 
     /// The array of everything appended; the builder starts over empty.

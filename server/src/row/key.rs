@@ -112,6 +112,17 @@ pub(crate) fn encode_column(
 /// The values of an encoded key of `columns`.
 pub fn decode_key(columns: &[KeyColumn], bytes: &[u8]) -> Result<Vec<Value>, KeyError> {
     let mut values = Vec::with_capacity(columns.len());
+    decode_key_into(columns, bytes, &mut values)?;
+    Ok(values)
+}
+
+/// [`decode_key`], appending the values to `values` (so that many keys
+/// decode into one buffer); on error, what was appended is unspecified.
+pub fn decode_key_into(
+    columns: &[KeyColumn],
+    bytes: &[u8],
+    values: &mut Vec<Value>,
+) -> Result<(), KeyError> {
     let mut pos = 0;
     for column in columns {
         let (value, len) = match column.ty {
@@ -131,7 +142,7 @@ pub fn decode_key(columns: &[KeyColumn], bytes: &[u8]) -> Result<Vec<Value>, Key
             reason: "bytes after the last column",
         });
     }
-    Ok(values)
+    Ok(())
 }
 
 type Decoded = Result<(Value, usize), (usize, &'static str)>;

@@ -12,10 +12,11 @@
 //! export, and a client that stops reading stops the export (the socket
 //! write waits) rather than making it buffer.
 
+use super::columns::write_columns;
 use super::service::{fail, storage_failure, Failure, Service};
-use super::slate::{write_columns, PartPlan};
+use super::slate::PartPlan;
 use crate::registry::KeyType;
-use crate::row::key::decode_key;
+use crate::row::key::decode_key_into;
 use bytes::Bytes;
 use tessera_protocol::{
     begin_frame, finish_frame, flags, tag, ErrorCode, ExportRange, ExportRequest, Opcode,
@@ -190,18 +191,18 @@ impl Export {
                 format!("group `{group}`: a stored key does not decode: {e}"),
             )
         };
-        let decoded = rows
-            .iter()
-            .map(|r| decode_key(keys, &r.key).map_err(|e| corrupt(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Every row's key values, row-major, in one buffer.
+        let mut decoded = Vec::with_capacity(rows.len() * keys.len());
+        for row in rows {
+            decode_key_into(keys, &row.key, &mut decoded).map_err(|e| corrupt(e.to_string()))?;
+        }
         for (c, column) in keys.iter().enumerate() {
             let ty = match column.ty {
                 KeyType::Int64 => tag::INT64,
                 KeyType::String => tag::STRING,
             };
             let mut writer = part.column(&column.name, ty, 0);
-            for values in &decoded {
-                let value = values.get(c).unwrap_or(&Value::Null);
+            for value in decoded.iter().skip(c).step_by(keys.len().max(1)) {
                 writer.push(value).map_err(|e| corrupt(e.to_string()))?;
             }
             writer.finish().map_err(|e| corrupt(e.to_string()))?;

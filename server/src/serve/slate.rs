@@ -4,22 +4,23 @@
 //! A slate's keys, from every part, go to the engine in one batched read
 //! (`multi_latest_across`), so their memory latency overlaps. Each found
 //! row is read once, through the part's cached projection, as stored bytes
-//! ([`RawValue`]): numbers and embeddings are little-endian in rows as on
+//! ([`RawValue`](crate::row::RawValue)): numbers and embeddings are little-endian in rows as on
 //! the wire, so they are copied straight into the reply's columns.
 //!
 //! A reply is written into the connection's output buffer as it is built;
 //! on any error the caller discards what was written (see
 //! [`super::conn`]), so a client never sees half a reply.
 
+use super::columns::write_columns;
 use super::service::{fail, storage_failure, Failure, ReplyColumns, Service};
 use crate::registry::{ElementType, FeatureType};
 use crate::row::key::encode_key;
-use crate::row::{RawValue, RowSchema};
+use crate::row::RowSchema;
 use std::sync::Arc;
 use tessera_protocol::{
-    begin_reply_frame, finish_frame, tag, ColumnError, ColumnWriter, ErrorCode, HistoryRequest,
-    Opcode, PartWriter, PitLookup, SlateReplyWriter, SlateRequest, Value, HEADER_LEN,
-    MAX_HISTORY_VERSIONS, MAX_PIT_KEYS, MAX_SLATE_CELLS, MAX_SLATE_KEYS, MAX_SLATE_PARTS,
+    begin_reply_frame, finish_frame, tag, ErrorCode, HistoryRequest, Opcode, PartWriter, PitLookup,
+    SlateReplyWriter, SlateRequest, MAX_HISTORY_VERSIONS, MAX_PIT_KEYS, MAX_SLATE_CELLS,
+    MAX_SLATE_KEYS, MAX_SLATE_PARTS,
 };
 use tessera_storage::{AsOfQuery, Row, TableKey, Timestamp};
 
@@ -245,70 +246,6 @@ fn read_rows(
         );
     }
     Ok(rows)
-}
-
-/// Writes the projected columns of `rows` (`None`: not found).
-pub(super) fn write_columns<'r>(
-    part: &mut PartWriter<'_>,
-    plan: &PartPlan,
-    rows: impl Iterator<Item = Option<&'r [u8]>>,
-    max_reply_bytes: usize,
-) -> Result<(), Failure> {
-    let columns = plan.reply.columns.len();
-    // Each row is read once; its values are kept by reference, row-major.
-    let mut cells: Vec<RawValue<'r>> = Vec::new();
-    for row in rows {
-        let start = cells.len();
-        match row {
-            Some(bytes) => plan
-                .reply
-                .projection
-                .visit_raw(bytes, |_, v| cells.push(v))
-                .map_err(|e| {
-                    fail(
-                        ErrorCode::Internal,
-                        format!(
-                            "group `{}`: a stored row does not decode: {e}",
-                            plan.schema.group().name
-                        ),
-                    )
-                })?,
-            None => cells.extend(std::iter::repeat_n(RawValue::Null, columns)),
-        }
-        debug_assert_eq!(cells.len() - start, columns);
-    }
-    for (c, (name, tag, dim)) in plan.reply.columns.iter().enumerate() {
-        let mut column = part.column(name, *tag, *dim);
-        for cell in cells.iter().skip(c).step_by(columns.max(1)) {
-            push_cell(&mut column, *cell).map_err(column_failure)?;
-        }
-        column.finish().map_err(column_failure)?;
-        // Stop as soon as the reply cannot fit, not after building it all.
-        if part.body_len() + HEADER_LEN > max_reply_bytes {
-            let msg = format!("the reply would be over the frame limit of {max_reply_bytes} bytes; ask for fewer keys or features");
-            return Err(fail(ErrorCode::LimitExceeded, msg));
-        }
-    }
-    Ok(())
-}
-
-/// A stored value that does not fit its reply column: the row and the
-/// registry disagree, which is corruption, not a client mistake.
-fn column_failure(e: ColumnError) -> Failure {
-    fail(
-        ErrorCode::Internal,
-        format!("a stored row does not match its schema: {e}"),
-    )
-}
-
-/// Appends one stored value to a reply column.
-fn push_cell(column: &mut ColumnWriter<'_>, cell: RawValue<'_>) -> Result<(), ColumnError> {
-    match cell {
-        RawValue::Null => column.push_null(),
-        RawValue::Fixed(_, bytes) => column.push_fixed_le(bytes),
-        RawValue::Var(FeatureType::String | FeatureType::Bytes, bytes) => column.push_var(bytes),
-        RawValue::Var(..) => column.push(&cell.to_value().unwrap_or(Value::Null)),
-    }
 }
 
 /// Executes `HISTORY`, appending the reply frame to `out`.
