@@ -299,15 +299,15 @@ fn write_chunks(
     for joined in chunks {
         let sorted = plans
             .iter()
-            .zip(&joined.groups)
-            .map(|(plan, lookups)| lookups.sorted_columns(plan))
+            .zip(joined.groups)
+            .map(|(plan, lookups)| lookups.into_sorted_columns(plan))
             .collect::<Result<Vec<_>, _>>()?;
         let mut first = 0;
         for batch in &joined.batches {
             let rows = first..first + batch.num_rows();
             let mut columns = batch.columns().to_vec();
-            for (sorted, lookups) in sorted.iter().zip(&joined.groups) {
-                columns.extend(sorted.columns(lookups, rows.clone())?);
+            for group in &sorted {
+                columns.extend(group.columns(rows.clone())?);
             }
             let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
             out.write(&batch)?;
@@ -413,7 +413,7 @@ fn look_up_chunk(
 impl GroupLookups {
     /// The group's output columns over every lookup, in sorted lookup
     /// order: each reply is read once, front to back.
-    fn sorted_columns(&self, plan: &GroupPlan) -> Result<SortedColumns, CliError> {
+    fn into_sorted_columns(self, plan: &GroupPlan) -> Result<SortedColumns, CliError> {
         let n = self.replies.iter().map(|r| r.parts()[0].rows()).sum();
         let mut builders: Vec<ColumnBuilder> = plan
             .features
@@ -440,24 +440,25 @@ impl GroupLookups {
         }
         let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
         arrays.push(Arc::new(event_ts.finish()));
-        Ok(SortedColumns { arrays })
+        Ok(SortedColumns {
+            arrays,
+            slots: self.slots,
+        })
     }
 }
 
-/// One group's output columns for a chunk, in sorted lookup order.
+/// One group's output columns for a chunk, in sorted lookup order, and
+/// [`GroupLookups`]'s slots into them.
 struct SortedColumns {
     arrays: Vec<ArrayRef>,
+    slots: Vec<Option<usize>>,
 }
 
 impl SortedColumns {
     /// The columns for spine rows `rows` of the chunk, in spine order:
     /// each row's lookup, or null where it was not looked up.
-    fn columns(
-        &self,
-        lookups: &GroupLookups,
-        rows: std::ops::Range<usize>,
-    ) -> Result<Vec<ArrayRef>, CliError> {
-        let indices: UInt32Array = lookups.slots[rows]
+    fn columns(&self, rows: std::ops::Range<usize>) -> Result<Vec<ArrayRef>, CliError> {
+        let indices: UInt32Array = self.slots[rows]
             .iter()
             .map(|slot| slot.and_then(|j| u32::try_from(j).ok()))
             .collect();

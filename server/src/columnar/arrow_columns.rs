@@ -8,11 +8,12 @@
 //! join in spine order) and finishes into one array.
 
 use crate::registry::{ElementType, FeatureType, KeyType};
+use arrow_array::builder::PrimitiveBuilder;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, FixedSizeListBuilder, Float32Builder, Float64Builder,
     Int32Builder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::ArrayRef;
+use arrow_array::{ArrayRef, ArrowPrimitiveType};
 use arrow_schema::{DataType, Field, TimeUnit};
 use std::sync::Arc;
 use tessera_protocol::{tag, Column, Value};
@@ -200,37 +201,17 @@ impl ColumnBuilder {
     /// Appends every row of `column`, in order. Number columns are copied
     /// in one piece (with their validity); the rest row by row.
     pub fn append_column(&mut self, column: &Column) -> Result<(), String> {
-        let valid = || {
-            (0..column.rows())
-                .map(|i| column.is_valid(i))
-                .collect::<Vec<bool>>()
-        };
-        match self {
+        let copied = match self {
             ColumnBuilder::Float32(b) if column.tag() == tag::FLOAT32 => {
-                if let Some(values) = column.f32s() {
-                    b.append_values(values, &valid());
-                    return Ok(());
-                }
+                append_whole(b, column, column.f32s())
             }
-            ColumnBuilder::Float64(b) => {
-                if let Some(values) = column.f64s() {
-                    b.append_values(values, &valid());
-                    return Ok(());
-                }
-            }
-            ColumnBuilder::Int64(b) => {
-                if let Some(values) = column.i64s() {
-                    b.append_values(values, &valid());
-                    return Ok(());
-                }
-            }
-            ColumnBuilder::Timestamp(b) => {
-                if let Some(values) = column.i64s() {
-                    b.append_values(values, &valid());
-                    return Ok(());
-                }
-            }
-            _ => {}
+            ColumnBuilder::Float64(b) => append_whole(b, column, column.f64s()),
+            ColumnBuilder::Int64(b) => append_whole(b, column, column.i64s()),
+            ColumnBuilder::Timestamp(b) => append_whole(b, column, column.i64s()),
+            _ => false,
+        };
+        if copied {
+            return Ok(());
         }
         (0..column.rows()).try_for_each(|i| self.append(column, i))
     }
@@ -252,4 +233,19 @@ impl ColumnBuilder {
             ColumnBuilder::ListString(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// Appends `values`, the whole of `column` as one slice, with its validity;
+/// false (nothing appended) when the column has no such slice.
+fn append_whole<T: ArrowPrimitiveType>(
+    builder: &mut PrimitiveBuilder<T>,
+    column: &Column,
+    values: Option<&[T::Native]>,
+) -> bool {
+    let Some(values) = values else {
+        return false;
+    };
+    let valid: Vec<bool> = (0..column.rows()).map(|i| column.is_valid(i)).collect();
+    builder.append_values(values, &valid);
+    true
 }
