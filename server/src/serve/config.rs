@@ -5,6 +5,7 @@
 //! listens on a non-loopback address without tokens unless
 //! `allow_insecure_remote` says so explicitly.
 
+use super::bulk::MAX_BULK_NICENESS;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,13 @@ pub const DEFAULT_REQUEST_DEADLINE_MS: u64 = 5_000;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
 /// Default most bulk imports open at once.
 pub const DEFAULT_MAX_CONCURRENT_IMPORTS: usize = 2;
-/// Default most rows per second one import session is fed at.
-pub const DEFAULT_IMPORT_MAX_ROWS_PER_S: u32 = 1_000_000;
+/// Default most rows per second one import session is fed at: above what
+/// one import reaches on two cores, so it bounds a session's disk
+/// bandwidth while the lowered priority of bulk work
+/// ([`DEFAULT_BULK_NICENESS`]) is what keeps slates fast.
+pub const DEFAULT_IMPORT_MAX_ROWS_PER_S: u32 = 2_000_000;
+/// Default nice levels bulk work (imports, exports) runs below serving.
+pub const DEFAULT_BULK_NICENESS: u8 = 10;
 /// Default longest graceful shutdown waits for requests in flight.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 
@@ -119,6 +125,8 @@ pub struct ConfigFile {
     pub import_max_rows_per_s: Option<u32>,
     /// See [`ServeConfig::import_sort_mib`].
     pub import_sort_mib: Option<usize>,
+    /// See [`ServeConfig::bulk_niceness`].
+    pub bulk_niceness: Option<u8>,
     /// Access tokens; none means local development mode.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -173,6 +181,9 @@ pub struct ServeConfig {
     /// half is sorted and spilled as a run; `None`: the engine's default
     /// (256 MiB).
     pub import_sort_mib: Option<usize>,
+    /// How many nice levels below serving imports and exports run (0 to
+    /// 19): on busy cores the scheduler runs slates first.
+    pub bulk_niceness: u8,
     /// Access tokens; none means local development mode.
     pub tokens: Vec<TokenConfig>,
 }
@@ -196,6 +207,7 @@ impl Default for ServeConfig {
             max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
             import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
             import_sort_mib: None,
+            bulk_niceness: DEFAULT_BULK_NICENESS,
             tokens: Vec::new(),
         }
     }
@@ -241,6 +253,7 @@ impl ServeConfig {
                 .import_max_rows_per_s
                 .unwrap_or(d.import_max_rows_per_s),
             import_sort_mib: file.import_sort_mib,
+            bulk_niceness: file.bulk_niceness.unwrap_or(d.bulk_niceness),
             tokens: file.tokens,
         })
     }
@@ -287,6 +300,12 @@ impl ServeConfig {
         }
         if self.import_max_rows_per_s == 0 {
             return Err("import_max_rows_per_s must be at least 1".into());
+        }
+        if self.bulk_niceness > MAX_BULK_NICENESS {
+            return Err(format!(
+                "bulk_niceness {} is over {MAX_BULK_NICENESS}, the lowest priority there is",
+                self.bulk_niceness
+            ));
         }
         if self.worker_threads == Some(0) {
             return Err("worker_threads must be at least 1".into());
@@ -392,6 +411,14 @@ mod tests {
             ..ServeConfig::default()
         };
         assert!(tiny.validate().is_err());
+        let below_lowest = ServeConfig {
+            bulk_niceness: MAX_BULK_NICENESS + 1,
+            ..ServeConfig::default()
+        };
+        assert!(below_lowest
+            .validate()
+            .unwrap_err()
+            .contains("bulk_niceness"));
     }
 
     #[test]
@@ -406,6 +433,9 @@ mod tests {
         assert_eq!(c.durability, DurabilitySetting::Sync);
         assert_eq!(c.tokens.len(), 1);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.bulk_niceness, DEFAULT_BULK_NICENESS);
+        let file: ConfigFile = toml::from_str("bulk_niceness = 0").unwrap();
+        assert_eq!(ServeConfig::from_file(file).unwrap().bulk_niceness, 0);
         assert!(toml::from_str::<ConfigFile>("lisen = \"x\"").is_err());
     }
 }

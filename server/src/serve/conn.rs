@@ -33,6 +33,7 @@
 //! before the next is built, so a slow reader slows only its export.
 
 use super::auth::Session;
+use super::bulk;
 use super::export::Export;
 use super::import::{self, Imports};
 use super::service::{fail, Failure};
@@ -585,17 +586,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Takes rows on the blocking pool (they may spill a sorted run to
-    /// disk, and pacing sleeps). A failed batch ends the session.
+    /// Takes rows as bulk work (they may spill a sorted run to disk, and
+    /// pacing sleeps). A failed batch ends the session.
     async fn import_rows(&mut self, request_id: u64, rows: ImportRows) -> Result<(), Failure> {
         let id = rows.session;
         let mut session = self.imports.take(id)?;
-        let joined = tokio::task::spawn_blocking(move || {
+        let (session, result) = bulk::run(self.shared.config.bulk_niceness, move || {
             let result = session.add_rows(&rows);
             (session, result)
         })
-        .await;
-        let (session, result) = joined.map_err(panicked)?;
+        .await?;
         let reply = result?;
         self.imports.put_back(id, session);
         encode_reply(request_id, &Reply::ImportRows(reply), &mut self.out);
@@ -604,8 +604,8 @@ impl Connection {
 
     async fn import_commit(&mut self, request_id: u64, id: u64) -> Result<(), Failure> {
         let session = self.imports.take(id)?;
-        let joined = tokio::task::spawn_blocking(move || session.commit()).await;
-        let committed = joined.map_err(panicked)??;
+        let niceness = self.shared.config.bulk_niceness;
+        let committed = bulk::run(niceness, move || session.commit()).await??;
         encode_reply(request_id, &Reply::ImportCommit(committed), &mut self.out);
         Ok(())
     }
@@ -616,8 +616,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Streams an export's chunks, each built on the blocking pool and
-    /// written before the next. A failure, or the server shutting down,
+    /// Streams an export's chunks, each built as bulk work and written
+    /// before the next. A failure, or the server shutting down,
     /// ends the stream with an error frame; the connection stays open.
     async fn stream_export(
         &mut self,
@@ -634,7 +634,7 @@ impl Connection {
                 self.error(request_id, Opcode::Export as u8, Some(Opcode::Export), f);
                 return self.flush_unless_pipelining(writer, false, idle).await;
             }
-            let joined = tokio::task::spawn_blocking(move || {
+            let joined = bulk::run(self.shared.config.bulk_niceness, move || {
                 let mut out = Vec::new();
                 let result = export.next_chunk(request_id, max_reply, &mut out);
                 (export, result, out)
@@ -655,8 +655,7 @@ impl Connection {
                     export = next;
                     continue;
                 }
-                Ok((_, Err(f), _)) => f,
-                Err(e) => panicked(e),
+                Ok((_, Err(f), _)) | Err(f) => f,
             };
             self.error(
                 request_id,

@@ -11,8 +11,9 @@
 //! Limits: at most `max_concurrent_imports` sessions are open in the whole
 //! server, and each is fed at most `import_max_rows_per_s` rows per second
 //! (or the lower rate its client asked for). A session over its rate is
-//! made to wait before its rows are taken, on the blocking pool, so a bulk
-//! load cannot take the CPU and disk that serving needs.
+//! made to wait before its rows are taken; its batches and commit run as
+//! bulk work ([`super::bulk`]), below serving's priority, so a bulk load
+//! cannot take the CPU and disk that serving needs.
 
 use super::service::{fail, storage_failure, Failure, Service};
 use crate::row::{EncodeError, RowSchema, RowWriter};

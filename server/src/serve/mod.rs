@@ -13,6 +13,7 @@
 //! checkpoints the hash index. Exit status 0 when all of that succeeded.
 
 mod auth;
+mod bulk;
 mod columns;
 mod config;
 mod conn;
