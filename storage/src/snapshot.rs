@@ -11,6 +11,7 @@ use crate::engine::{Engine, Inner};
 use crate::merge::{MergeIter, Source};
 use crate::options::TableOptions;
 use crate::read::{retained, visible, Bounds};
+use crate::sstable::{Block, BlockStream, Table};
 use crate::types::{Entry, EntryRef, Row, SeqNo, TableId, Timestamp, Version};
 use crate::version::{ReadView, NUM_LEVELS};
 use crate::Result;
@@ -126,7 +127,7 @@ impl Snapshot {
             sources.push(Box::new(rows.into_iter().map(Ok)));
         }
         for level in 0..NUM_LEVELS {
-            let files: Vec<Arc<crate::sstable::Table>> = self
+            let files: Vec<Arc<Table>> = self
                 .view
                 .version
                 .level(level)
@@ -137,16 +138,13 @@ impl Snapshot {
             if level == 0 {
                 // Level-0 files overlap: each is a source of the merge.
                 for t in files {
-                    sources.push(Box::new(table_rows(t, table, prune)));
+                    sources.push(Box::new(RunRows::new(vec![t], table, prune)));
                 }
             } else if !files.is_empty() {
                 // A deeper level's files are sorted and disjoint, so one
-                // source reads them in turn, each opened when reached: the
-                // merge's heap holds a level, not a file.
-                let rows = files
-                    .into_iter()
-                    .flat_map(move |t| table_rows(t, table, prune));
-                sources.push(Box::new(rows));
+                // source reads them in turn: the merge's heap holds a
+                // level, not a file.
+                sources.push(Box::new(RunRows::new(files, table, prune)));
             }
         }
         Scan {
@@ -265,48 +263,72 @@ impl Iterator for AsOfScan {
     }
 }
 
-/// The rows of one table in one SST, in storage order. With `prune`, only
-/// each key's first version within the bounds: the one a point read of
-/// that key in this file would choose. Skipped versions are never copied
-/// out of their blocks.
-fn table_rows(
-    t: Arc<crate::sstable::Table>,
+/// The rows of one table in a run of SSTs (one level-0 file, or a deeper
+/// level's sorted, disjoint files in order), in storage order, their blocks
+/// decoded ahead ([`BlockStream`]). With `prune`, only each key's first
+/// version within the bounds: the one a point read of that key in these
+/// files would choose. Skipped versions are never copied out of their
+/// blocks. Ends after an error.
+struct RunRows {
+    blocks: BlockStream,
+    block: Option<Block>,
+    /// The next entry of `block`.
+    pos: usize,
     table: TableId,
-    prune: Option<Bounds>,
-) -> impl Iterator<Item = Result<Entry>> + Send {
-    let mut cursor = match t.seek(table, &[], Timestamp::MAX, SeqNo::MAX) {
-        Ok(c) => c,
-        Err(e) => return Box::new(std::iter::once(Err(e))) as Box<dyn Iterator<Item = _> + Send>,
-    };
-    let mut started = false;
-    let mut first = prune.map(FirstWithin::new);
-    let mut next = move |cur: &mut crate::sstable::Cursor| -> Result<Option<Entry>> {
+    first: Option<FirstWithin>,
+    done: bool,
+}
+
+impl RunRows {
+    fn new(files: Vec<Arc<Table>>, table: TableId, prune: Option<Bounds>) -> RunRows {
+        RunRows {
+            blocks: BlockStream::start(files, table),
+            block: None,
+            pos: 0,
+            table,
+            first: prune.map(FirstWithin::new),
+            done: false,
+        }
+    }
+
+    /// The next entry of the table, or `None` at its end.
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
         loop {
-            if started && !cur.advance()? {
+            let Some(block) = self.block.as_ref().filter(|b| self.pos < b.len()) else {
+                match self.blocks.next() {
+                    Some(block) => {
+                        self.block = Some(block?);
+                        self.pos = 0;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let pos = self.pos;
+            self.pos += 1;
+            let e = block.entry(pos)?;
+            if e.table < self.table {
+                continue;
+            }
+            if e.table > self.table {
                 return Ok(None);
             }
-            started = true;
-            let e = cur.entry()?;
-            if e.table != table {
-                return Ok(None);
-            }
-            if first.as_mut().is_none_or(|f| f.admits(&e)) {
-                return cur.to_entry().map(Some);
+            if self.first.as_mut().is_none_or(|f| f.admits(&e)) {
+                return block.to_entry(pos).map(Some);
             }
         }
-    };
-    Box::new(std::iter::from_fn(move || {
-        let cur = cursor.as_mut()?;
-        match next(cur) {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => {
-                cursor = None;
-                None
-            }
-            Err(e) => {
-                cursor = None;
-                Some(Err(e))
-            }
+    }
+}
+
+impl Iterator for RunRows {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if self.done {
+            return None;
         }
-    }))
+        let next = self.next_entry().transpose();
+        self.done = !matches!(next, Some(Ok(_)));
+        next
+    }
 }

@@ -30,6 +30,7 @@ mod builder;
 mod footer;
 mod index;
 mod keydir;
+mod read_ahead;
 mod table;
 
 pub(crate) use block::fingerprint;
@@ -39,6 +40,7 @@ pub use builder::{BuildOptions, TableBuilder};
 pub use footer::HEADER_LEN;
 pub use index::{decode_index, IndexRecord};
 pub use keydir::KeyDirEntry;
+pub(crate) use read_ahead::BlockStream;
 pub use table::{load_blocks, Cursor, Table, TableIter};
 pub(crate) use table::{load_blocks_pinned, HeldBlock};
 

@@ -158,6 +158,34 @@ impl Table {
         Ok(block)
     }
 
+    /// Data block `idx` for a scan, which reads each block once: from the
+    /// cache if there, else read without being cached, so a scan neither
+    /// evicts what point reads keep warm nor grows the cache by the table.
+    pub(crate) fn block_for_scan(&self, idx: u32) -> Result<Block> {
+        self.check_block_no(idx)?;
+        match self.cache.get(&self.slots, idx) {
+            Some(b) => Ok(b),
+            None => self.read_block(idx),
+        }
+    }
+
+    /// The data blocks that can hold entries of `table`, in order.
+    pub(crate) fn blocks_of(&self, table: TableId) -> std::ops::Range<u32> {
+        let len = self.index.len();
+        let first = self.index.find((table, &[], Timestamp::MAX, SeqNo::MAX));
+        // The first block reaching the next table's first possible entry
+        // may still start with entries of `table`.
+        let end = match table.checked_add(1) {
+            Some(next) => self
+                .index
+                .find((next, &[], Timestamp::MAX, SeqNo::MAX))
+                .saturating_add(1)
+                .min(len),
+            None => len,
+        };
+        first.min(end)..end
+    }
+
     /// A cursor at the first entry >= `(table, key, event_ts, seq)` in
     /// storage order; `None` if every entry is below it.
     pub fn seek(
@@ -353,7 +381,7 @@ impl Table {
         }
     }
 
-    fn handle(&self, idx: u32) -> Result<BlockHandle> {
+    pub(super) fn handle(&self, idx: u32) -> Result<BlockHandle> {
         self.check_block_no(idx)?;
         self.index
             .get(idx)
