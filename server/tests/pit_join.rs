@@ -181,7 +181,9 @@ type SpineRow = (Option<i64>, Option<&'static str>, Option<i64>);
 /// (kept) and one past it (expired), before any data, and with nulls.
 fn spine_rows(rng: &mut Rng, base: i64, users: &[Write]) -> Vec<SpineRow> {
     let mut rows = Vec::new();
-    for i in 0..600 {
+    // Over two requests' worth of lookups (1,024 each), so the join
+    // splits them over its connections.
+    for i in 0..2600 {
         let user = rng.below(USERS as u64) as i64;
         let item = ITEMS[rng.below(3) as usize];
         let w = &users[rng.below(users.len() as u64) as usize];
@@ -294,6 +296,8 @@ fn pit_join_matches_the_reference_and_what_serving_returns() {
             "p",
             "--key-map",
             "p:item=product",
+            "--connections",
+            "3",
             "--out",
             out.to_str().expect("path"),
         ],
@@ -573,6 +577,19 @@ fn bad_input_is_refused_and_writes_nothing() {
                 out_s,
             ],
             "is not a duration",
+        ),
+        (
+            vec![
+                "--spine",
+                spine_s,
+                "--features",
+                "u",
+                "--connections",
+                "0",
+                "--out",
+                out_s,
+            ],
+            "--connections 0: give 1 to 16",
         ),
     ];
     for (args, message) in cases {

@@ -15,10 +15,11 @@
 //! event time of the version used. Groups keyed by different entities are
 //! joined in the same pass: the spine is read in chunks of
 //! [`SPINE_CHUNK_ROWS`] rows, each chunk is looked up in every group (its
-//! lookups sorted by key, for locality on the server), each group's
-//! replies are read once, in that order, into columns, and the columns
-//! are gathered (Arrow's `take`) into the spine's order. Memory is bounded
-//! by one chunk and its features.
+//! lookups sorted by key, for locality on the server, and split over
+//! `--connections` connections, which the server serves in parallel),
+//! each group's replies are read once, in that order, into columns, and
+//! the columns are gathered (Arrow's `take`) into the spine's order.
+//! Memory is bounded by one chunk and its features.
 
 use super::arrow_columns::{arrow_type, timestamp_type, ColumnBuilder};
 use super::arrow_rows::{Column as SpineColumn, Target};
@@ -47,6 +48,8 @@ const SPINE_CHUNK_ROWS: usize = 256 << 10;
 /// pipeline window, so the server reads one batch while the client builds
 /// the next.
 const LOOKUPS_PER_REQUEST: usize = 1024;
+/// Most connections `--connections` may ask for.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Arguments of `tessera pit-join`.
 #[derive(Clone, Debug, clap::Args)]
@@ -72,6 +75,10 @@ pub struct PitJoinArgs {
     /// The Parquet file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Connections the lookups are spread over: the server runs one
+    /// connection's requests one at a time, so each adds up to a core.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
 }
 
 /// One requested group, resolved against the registry and the spine.
@@ -97,8 +104,16 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
     let ts_index = spine_schema
         .index_of(&args.timestamp_column)
         .map_err(|_| column_missing(args, &args.timestamp_column, "the timestamp column"))?;
-    let mut c = connect(client)?;
-    let registry = RegistryView::fetch(&mut c)?;
+    if !(1..=MAX_CONNECTIONS).contains(&args.connections) {
+        return Err(format!(
+            "--connections {}: give 1 to {MAX_CONNECTIONS}",
+            args.connections
+        ));
+    }
+    let mut clients = (0..args.connections)
+        .map(|_| connect(client))
+        .collect::<Result<Vec<_>, _>>()?;
+    let registry = RegistryView::fetch(&mut clients[0])?;
     let plans = args
         .features
         .iter()
@@ -118,7 +133,15 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Joined>(1);
     let written = std::thread::scope(|scope| {
         let writer = scope.spawn(|| write_chunks(out, &schema, &plans, chunks, &bar));
-        let read = look_up_spine(&mut c, args, reader, ts_index, &plans, lag, &to_writer);
+        let read = look_up_spine(
+            &mut clients,
+            args,
+            reader,
+            ts_index,
+            &plans,
+            lag,
+            &to_writer,
+        );
         drop(to_writer);
         let written = writer
             .join()
@@ -248,7 +271,7 @@ struct Joined {
 /// Reads the spine in chunks and looks each up in every group, handing
 /// the results to the writer.
 fn look_up_spine(
-    c: &mut Client,
+    clients: &mut [Client],
     args: &PitJoinArgs,
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     ts_index: usize,
@@ -273,7 +296,7 @@ fn look_up_spine(
             .collect::<Result<Vec<_>, _>>()?;
         let groups = plans
             .iter()
-            .map(|plan| look_up_chunk(c, plan, &chunk, &times, lag))
+            .map(|plan| look_up_chunk(clients, plan, &chunk, &times, lag))
             .collect::<Result<Vec<_>, _>>()?;
         let joined = Joined {
             batches: chunk,
@@ -346,7 +369,7 @@ struct GroupLookups {
 /// sorted by key, so the server reads each block of the group about once
 /// rather than once per lookup.
 fn look_up_chunk(
-    c: &mut Client,
+    clients: &mut [Client],
     plan: &GroupPlan,
     batches: &[RecordBatch],
     times: &[Vec<Option<i64>>],
@@ -395,7 +418,7 @@ fn look_up_chunk(
         .into_iter()
         .map(|(key, ts, _, _)| (ts, key))
         .collect();
-    let replies = look_up(c, plan, keys, lag)?;
+    let replies = look_up(clients, plan, keys, lag)?;
     if replies.iter().any(|r| r.parts().len() != 1) {
         return Err("a PIT_LOOKUP reply without its one part".into());
     }
@@ -471,10 +494,11 @@ impl SortedColumns {
     }
 }
 
-/// Sends the lookups in pipelined `PIT_LOOKUP`s; one reply per
+/// Sends the lookups in pipelined `PIT_LOOKUP`s, split in consecutive
+/// runs over `clients` (each run on its own thread); one reply per
 /// [`LOOKUPS_PER_REQUEST`] lookups, in order.
 fn look_up(
-    c: &mut Client,
+    clients: &mut [Client],
     plan: &GroupPlan,
     lookups: Vec<(i64, Key)>,
     lag: Option<i64>,
@@ -494,7 +518,35 @@ fn look_up(
             keys,
         }));
     }
-    let replies = c.pipeline(&requests).map_err(|e| e.to_string())?;
+    let per_client = requests.len().div_ceil(clients.len().max(1)).max(1);
+    let runs: Vec<Result<Vec<SlateReply>, CliError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = clients
+            .iter_mut()
+            .zip(requests.chunks(per_client))
+            .map(|(c, run)| scope.spawn(move || pipeline_run(c, plan, run)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a lookup thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut replies = Vec::with_capacity(requests.len());
+    for run in runs {
+        replies.extend(run?);
+    }
+    Ok(replies)
+}
+
+/// One connection's run of requests, pipelined; its replies in order.
+fn pipeline_run(
+    c: &mut Client,
+    plan: &GroupPlan,
+    requests: &[Request],
+) -> Result<Vec<SlateReply>, CliError> {
+    let replies = c.pipeline(requests).map_err(|e| e.to_string())?;
     replies
         .into_iter()
         .map(|r| match r {

@@ -520,13 +520,13 @@ impl Connection {
         received: Instant,
     ) -> Result<(), Failure> {
         let start = self.out.len();
-        let result = if runs_on_blocking_pool(op) {
+        let result = if runs_off_the_workers(op) {
             let shared = self.shared.clone();
             let session = session.clone();
-            // The reply is built apart and appended, so a panic in the
-            // blocking pool loses no reply already queued.
-            let joined = tokio::task::spawn_blocking(move || {
-                // Time spent queued for the blocking pool counts.
+            // The reply is built apart and appended, so a panic off the
+            // workers loses no reply already queued.
+            let job = move || {
+                // Time spent queued for a thread counts.
                 if received.elapsed() > shared.config.request_deadline {
                     return (Err(deadline_exceeded()), Vec::new());
                 }
@@ -535,9 +535,14 @@ impl Connection {
                     .service
                     .execute(&session, request_id, request, &mut out);
                 (r, out)
-            })
-            .await;
-            joined.map_err(panicked).and_then(|(r, out)| {
+            };
+            let joined = if op == Opcode::PitLookup {
+                // A training-set join's lookups are bulk work.
+                bulk::run(self.shared.config.bulk_niceness, job).await
+            } else {
+                tokio::task::spawn_blocking(job).await.map_err(panicked)
+            };
+            joined.and_then(|(r, out)| {
                 self.out.extend_from_slice(&out);
                 r
             })
@@ -762,10 +767,11 @@ fn deadline_exceeded() -> Failure {
     )
 }
 
-/// True for operations that wait for fsync (or a registry file write), and
-/// for `PIT_LOOKUP`, whose thousands of reads would hold up the worker's
-/// other connections for milliseconds.
-fn runs_on_blocking_pool(op: Opcode) -> bool {
+/// True for operations that wait for fsync (or a registry file write),
+/// which run on the blocking pool, and for `PIT_LOOKUP`, whose thousands of
+/// reads would hold up the worker's other connections for milliseconds and
+/// which runs as bulk work.
+fn runs_off_the_workers(op: Opcode) -> bool {
     matches!(
         op,
         Opcode::Put | Opcode::Delete | Opcode::RegistryApply | Opcode::PitLookup
