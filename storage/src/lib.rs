@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod bulk_read;
 mod check;
 mod codec;
 mod commit;

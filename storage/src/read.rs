@@ -223,7 +223,7 @@ pub(crate) fn retained(event_ts: Timestamp, now: Timestamp, opts: TableOptions) 
         .is_none_or(|r| event_ts >= now.saturating_sub(r))
 }
 
-fn check_batch(n: usize) -> Result<()> {
+pub(crate) fn check_batch(n: usize) -> Result<()> {
     if n > MAX_BATCH_KEYS {
         return Err(Error::InvalidArgument(format!(
             "{n} keys in one read; the limit is {MAX_BATCH_KEYS}"

@@ -66,6 +66,13 @@ enum Op {
         from: i64,
         to: i64,
     },
+    /// Every key as of one time, as a training-set join reads them:
+    /// sorted, then again in reverse.
+    BulkAsOf {
+        t: usize,
+        at: i64,
+        known: Option<i64>,
+    },
     /// A snapshot's every entity as of one time, as an export reads it.
     ScanAsOf {
         t: usize,
@@ -98,6 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (t.clone(), k.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, k, at, known)| Op::AsOf { t, k, at, known }),
         2 => (t.clone(), k.clone(), e.clone(), e.clone()).prop_map(|(t, k, from, to)| Op::History { t, k, from, to }),
         1 => (t.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, at, known)| Op::ScanAsOf { t, at, known }),
+        1 => (t.clone(), e.clone(), prop::option::of(0i64..600)).prop_map(|(t, at, known)| Op::BulkAsOf { t, at, known }),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
@@ -382,6 +390,38 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let t = TABLES[t];
                 let got = history_tuple(eng.history(t, &key(k), from, to).expect("history"));
                 prop_assert_eq!(got, model.history(t, &key(k), from, to, now));
+            }
+            Op::BulkAsOf { t, at, known } => {
+                let t = TABLES[t];
+                let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
+                let want: Vec<_> = keys
+                    .iter()
+                    .map(|k| model.as_of(t, k, at, known, now))
+                    .collect();
+                let mut queries: Vec<AsOfQuery<'_>> = keys
+                    .iter()
+                    .map(|k| AsOfQuery {
+                        key: k,
+                        as_of: at,
+                        known_at: known,
+                    })
+                    .collect();
+                let got: Vec<_> = eng
+                    .bulk_as_of(t, &queries)
+                    .expect("bulk_as_of")
+                    .into_iter()
+                    .map(row_tuple)
+                    .collect();
+                prop_assert_eq!(&got, &want, "bulk_as_of t{} at {} known {:?}", t, at, known);
+                queries.reverse();
+                let mut reversed: Vec<_> = eng
+                    .bulk_as_of(t, &queries)
+                    .expect("bulk_as_of")
+                    .into_iter()
+                    .map(row_tuple)
+                    .collect();
+                reversed.reverse();
+                prop_assert_eq!(reversed, want, "bulk_as_of in reverse");
             }
             Op::ScanAsOf { t, at, known } => {
                 let t = TABLES[t];

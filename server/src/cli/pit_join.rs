@@ -13,8 +13,8 @@
 //! key or timestamp is null, or that has no earlier version, gets nulls.
 //! Each group adds `group__feature` columns and `group__event_ts`, the
 //! event time of the version used. Groups keyed by different entities are
-//! joined in the same pass: the spine is read in chunks of
-//! [`SPINE_CHUNK_ROWS`] rows, each chunk is looked up in every group (its
+//! joined in the same pass: the spine is read in chunks sized to
+//! [`CHUNK_BUDGET_BYTES`] of memory, each chunk is looked up in every group (its
 //! lookups sorted by key, for locality on the server, and split over
 //! `--connections` connections, which the server serves in parallel),
 //! each group's replies are read once, in that order, into columns, and
@@ -32,22 +32,39 @@ use arrow_array::builder::TimestampMicrosecondBuilder;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{Field, Schema, SchemaRef};
 use arrow_select::take::{take, TakeOptions};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value};
 use tessera_server::registry::{parse_duration, FeatureType, KeyColumn};
-use tessera_server::row::key::encode_key;
+use tessera_server::row::key::{decode_key_into, encode_key};
 
 /// Spine rows per record batch read and written.
 const SPINE_BATCH_ROWS: usize = 65_536;
-/// Spine rows joined at a time: their lookups are sorted by key together,
-/// and they (with their features) are what the command holds in memory.
-const SPINE_CHUNK_ROWS: usize = 256 << 10;
+/// Memory one chunk of the spine may take, with its lookups, replies and
+/// output columns: what the command holds at a time. The larger the chunk,
+/// the denser its sorted lookups, and the fewer blocks the server reads
+/// per lookup.
+const CHUNK_BUDGET_BYTES: usize = 320 << 20;
+/// Fewest and most spine rows a chunk holds, whatever the budget says.
+const MIN_CHUNK_ROWS: usize = SPINE_BATCH_ROWS;
+const MAX_CHUNK_ROWS: usize = 4 << 20;
+/// What a spine row costs its chunk besides the groups' values: the
+/// spine's own columns and, per group, its lookup (key, time, order) and
+/// its place in the output order.
+const ROW_BYTES: usize = 32;
+const LOOKUP_BYTES: usize = 136;
+/// Bytes assumed for a value of variable width (strings, bytes, lists).
+const VARIABLE_VALUE_BYTES: usize = 32;
 /// Lookups per `PIT_LOOKUP`: small enough that several fit the client's
 /// pipeline window, so the server reads one batch while the client builds
 /// the next.
 const LOOKUPS_PER_REQUEST: usize = 1024;
+/// Requests one connection builds and sends at a time: enough to keep the
+/// pipeline full, few enough that a chunk's requests are never all in
+/// memory at once.
+const REQUESTS_PER_PIPELINE: usize = 32;
 /// Most connections `--connections` may ask for.
 const MAX_CONNECTIONS: usize = 16;
 
@@ -268,6 +285,27 @@ struct Joined {
     groups: Vec<GroupLookups>,
 }
 
+/// Spine rows per chunk: what [`CHUNK_BUDGET_BYTES`] holds, each group's
+/// values counted three times (as replies, as columns in lookup order and
+/// gathered into spine order), in whole record batches.
+fn chunk_rows(plans: &[GroupPlan]) -> usize {
+    let per_row: usize = ROW_BYTES
+        + plans
+            .iter()
+            .map(|p| {
+                let values: usize = p
+                    .features
+                    .iter()
+                    .map(|(_, ty)| ty.fixed_width().unwrap_or(VARIABLE_VALUE_BYTES))
+                    .sum();
+                // The event time of the version used is one more value.
+                LOOKUP_BYTES + 3 * (values + 8)
+            })
+            .sum::<usize>();
+    let rows = (CHUNK_BUDGET_BYTES / per_row).clamp(MIN_CHUNK_ROWS, MAX_CHUNK_ROWS);
+    rows / SPINE_BATCH_ROWS * SPINE_BATCH_ROWS
+}
+
 /// Reads the spine in chunks and looks each up in every group, handing
 /// the results to the writer.
 fn look_up_spine(
@@ -279,12 +317,13 @@ fn look_up_spine(
     lag: Option<i64>,
     to_writer: &std::sync::mpsc::SyncSender<Joined>,
 ) -> Result<(), CliError> {
+    let chunk_rows = chunk_rows(plans);
     let mut batches = reader.peekable();
     while batches.peek().is_some() {
-        // Whole record batches, up to SPINE_CHUNK_ROWS rows.
+        // Whole record batches, up to `chunk_rows` rows.
         let mut chunk = Vec::new();
         let mut rows = 0;
-        while rows < SPINE_CHUNK_ROWS {
+        while rows < chunk_rows {
             let Some(batch) = batches.next() else { break };
             let batch = batch.map_err(|e| format!("{}: {e}", args.spine.display()))?;
             rows += batch.num_rows();
@@ -375,12 +414,13 @@ fn look_up_chunk(
     times: &[Vec<Option<i64>>],
     lag: Option<i64>,
 ) -> Result<GroupLookups, CliError> {
-    // (key, time, spine row in the chunk, encoded key's range in
-    // `encoded`); rows with a null key column or time are not looked up:
-    // they get nulls. Keys are sorted by their engine encoding, which is
-    // the order the engine stores them in.
-    let mut lookups: Vec<(Key, i64, usize, std::ops::Range<usize>)> = Vec::new();
+    // (spine row in the chunk, time, encoded key's range in `encoded`);
+    // rows with a null key column or time are not looked up: they get
+    // nulls. Keys are sorted by their engine encoding, which is the order
+    // the engine stores them in.
+    let mut order: Vec<(usize, i64, Range<usize>)> = Vec::new();
     let mut encoded = Vec::new();
+    let mut key: Key = Vec::with_capacity(plan.key_columns.len());
     let mut row = 0;
     for (batch, times) in batches.iter().zip(times) {
         let key_columns = plan
@@ -391,34 +431,37 @@ fn look_up_chunk(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("group `{}`: {e}", plan.group))?;
         for (i, ts) in times.iter().enumerate() {
-            let key: Option<Key> = key_columns
-                .iter()
-                .map(|k| k.value(i).ok().filter(|v| *v != Value::Null))
-                .collect();
-            if let (Some(ts), Some(key)) = (ts, key) {
+            let Some(ts) = ts else { continue };
+            key.clear();
+            key.extend(
+                key_columns
+                    .iter()
+                    .map_while(|k| k.value(i).ok().filter(|v| *v != Value::Null)),
+            );
+            if key.len() == key_columns.len() {
                 let start = encoded.len();
                 encode_key(&plan.key_columns, &key, &mut encoded)
                     .map_err(|e| format!("group `{}`, spine row {}: {e}", plan.group, row + i))?;
-                lookups.push((key, *ts, row + i, start..encoded.len()));
+                order.push((row + i, *ts, start..encoded.len()));
             }
         }
         row += batch.num_rows();
     }
-    lookups.sort_unstable_by(|a, b| {
-        encoded[a.3.clone()]
-            .cmp(&encoded[b.3.clone()])
+    order.sort_unstable_by(|a, b| {
+        encoded[a.2.clone()]
+            .cmp(&encoded[b.2.clone()])
             .then(a.1.cmp(&b.1))
     });
     let mut slots: Vec<Option<usize>> = vec![None; row];
-    for (sorted, (_, _, spine_row, _)) in lookups.iter().enumerate() {
+    for (sorted, (spine_row, _, _)) in order.iter().enumerate() {
         slots[*spine_row] = Some(sorted);
     }
-    let looked_up = lookups.len();
-    let keys = lookups
-        .into_iter()
-        .map(|(key, ts, _, _)| (ts, key))
-        .collect();
-    let replies = look_up(clients, plan, keys, lag)?;
+    let looked_up = order.len();
+    let sorted = SortedKeys {
+        lookups: order.into_iter().map(|(_, ts, key)| (ts, key)).collect(),
+        encoded,
+    };
+    let replies = look_up(clients, plan, &sorted, lag)?;
     if replies.iter().any(|r| r.parts().len() != 1) {
         return Err("a PIT_LOOKUP reply without its one part".into());
     }
@@ -494,36 +537,31 @@ impl SortedColumns {
     }
 }
 
+/// One group's lookups for a chunk, sorted by key: their engine-encoded
+/// keys back to back, and per lookup, in sorted order, its time and its
+/// key's range in `encoded`. Keys are turned into request values only as
+/// their requests are sent.
+struct SortedKeys {
+    lookups: Vec<(i64, Range<usize>)>,
+    encoded: Vec<u8>,
+}
+
 /// Sends the lookups in pipelined `PIT_LOOKUP`s, split in consecutive
 /// runs over `clients` (each run on its own thread); one reply per
 /// [`LOOKUPS_PER_REQUEST`] lookups, in order.
 fn look_up(
     clients: &mut [Client],
     plan: &GroupPlan,
-    lookups: Vec<(i64, Key)>,
+    sorted: &SortedKeys,
     lag: Option<i64>,
 ) -> Result<Vec<SlateReply>, CliError> {
-    let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
-    let mut requests = Vec::with_capacity(lookups.len().div_ceil(LOOKUPS_PER_REQUEST));
-    let mut lookups = lookups.into_iter();
-    loop {
-        let keys: Vec<(i64, Key)> = lookups.by_ref().take(LOOKUPS_PER_REQUEST).collect();
-        if keys.is_empty() {
-            break;
-        }
-        requests.push(Request::PitLookup(PitLookup {
-            group: plan.group.clone(),
-            features: features.clone(),
-            known_at_lag: lag,
-            keys,
-        }));
-    }
-    let per_client = requests.len().div_ceil(clients.len().max(1)).max(1);
+    let requests = sorted.lookups.len().div_ceil(LOOKUPS_PER_REQUEST);
+    let per_client = requests.div_ceil(clients.len().max(1)).max(1) * LOOKUPS_PER_REQUEST;
     let runs: Vec<Result<Vec<SlateReply>, CliError>> = std::thread::scope(|scope| {
         let threads: Vec<_> = clients
             .iter_mut()
-            .zip(requests.chunks(per_client))
-            .map(|(c, run)| scope.spawn(move || pipeline_run(c, plan, run)))
+            .zip(sorted.lookups.chunks(per_client))
+            .map(|(c, run)| scope.spawn(move || look_up_run(c, plan, &sorted.encoded, run, lag)))
             .collect();
         threads
             .into_iter()
@@ -533,26 +571,55 @@ fn look_up(
             })
             .collect()
     });
-    let mut replies = Vec::with_capacity(requests.len());
+    let mut replies = Vec::with_capacity(requests);
     for run in runs {
         replies.extend(run?);
     }
     Ok(replies)
 }
 
-/// One connection's run of requests, pipelined; its replies in order.
-fn pipeline_run(
+/// One connection's run of lookups, [`REQUESTS_PER_PIPELINE`] requests at a
+/// time, each built just before it goes (so a run's requests are never
+/// all in memory); its replies in order.
+fn look_up_run(
     c: &mut Client,
     plan: &GroupPlan,
-    requests: &[Request],
+    encoded: &[u8],
+    run: &[(i64, Range<usize>)],
+    lag: Option<i64>,
 ) -> Result<Vec<SlateReply>, CliError> {
-    let replies = c.pipeline(requests).map_err(|e| e.to_string())?;
-    replies
-        .into_iter()
-        .map(|r| match r {
-            Ok(Reply::PitLookup(reply)) => Ok(reply),
-            Ok(other) => Err(format!("unexpected {} reply", other.opcode().name())),
-            Err(e) => Err(format!("group `{}`: {e}", plan.group)),
-        })
-        .collect()
+    let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
+    let mut replies = Vec::with_capacity(run.len().div_ceil(LOOKUPS_PER_REQUEST));
+    for window in run.chunks(LOOKUPS_PER_REQUEST * REQUESTS_PER_PIPELINE) {
+        let requests = window
+            .chunks(LOOKUPS_PER_REQUEST)
+            .map(|lookups| {
+                let keys = lookups
+                    .iter()
+                    .map(|(ts, range)| {
+                        let mut key = Vec::with_capacity(plan.key_columns.len());
+                        decode_key_into(&plan.key_columns, &encoded[range.clone()], &mut key)
+                            .map(|()| (*ts, key))
+                            .map_err(|e| {
+                                format!("group `{}`: a key does not decode: {e}", plan.group)
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Request::PitLookup(PitLookup {
+                    group: plan.group.clone(),
+                    features: features.clone(),
+                    known_at_lag: lag,
+                    keys,
+                }))
+            })
+            .collect::<Result<Vec<_>, CliError>>()?;
+        for reply in c.pipeline(&requests).map_err(|e| e.to_string())? {
+            replies.push(match reply {
+                Ok(Reply::PitLookup(reply)) => reply,
+                Ok(other) => return Err(format!("unexpected {} reply", other.opcode().name())),
+                Err(e) => return Err(format!("group `{}`: {e}", plan.group)),
+            });
+        }
+    }
+    Ok(replies)
 }

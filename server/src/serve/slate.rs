@@ -183,9 +183,11 @@ pub fn pit_lookup(
             }
         })
         .collect();
+    // The answers of `multi_as_of`, read without filling the block cache:
+    // a join sweeps whole groups.
     let rows = service
         .engine()
-        .multi_as_of(schema.group().table_id, &queries)
+        .bulk_as_of(schema.group().table_id, &queries)
         .map_err(storage_failure)?;
     let plan = PartPlan {
         schema,

@@ -169,6 +169,27 @@ impl Table {
         }
     }
 
+    /// The data block holding the first entry at or after `target` in
+    /// storage order; [`Table::data_blocks`] if every entry is below it.
+    pub(crate) fn block_at_or_after(&self, target: (TableId, &[u8], Timestamp, SeqNo)) -> u32 {
+        self.index.find(target)
+    }
+
+    /// Whether block `idx` is [`Table::block_at_or_after`]`(target)`,
+    /// checked against two index records instead of a search.
+    pub(crate) fn is_block_at_or_after(
+        &self,
+        idx: u32,
+        target: (TableId, &[u8], Timestamp, SeqNo),
+    ) -> bool {
+        let below = |i: u32| {
+            self.index
+                .get(i)
+                .is_some_and(|r| cmp_internal(r.last(), target) == Ordering::Less)
+        };
+        idx < self.index.len() && !below(idx) && (idx == 0 || below(idx - 1))
+    }
+
     /// The data blocks that can hold entries of `table`, in order.
     pub(crate) fn blocks_of(&self, table: TableId) -> std::ops::Range<u32> {
         let len = self.index.len();
