@@ -181,9 +181,9 @@ type SpineRow = (Option<i64>, Option<&'static str>, Option<i64>);
 /// (kept) and one past it (expired), before any data, and with nulls.
 fn spine_rows(rng: &mut Rng, base: i64, users: &[Write]) -> Vec<SpineRow> {
     let mut rows = Vec::new();
-    // Over two requests' worth of lookups (1,024 each), so the join
+    // Over two requests' worth of lookups (4,096 each), so the join
     // splits them over its connections.
-    for i in 0..2600 {
+    for i in 0..9000 {
         let user = rng.below(USERS as u64) as i64;
         let item = ITEMS[rng.below(3) as usize];
         let w = &users[rng.below(users.len() as u64) as usize];
@@ -591,6 +591,19 @@ fn bad_input_is_refused_and_writes_nothing() {
             ],
             "--connections 0: give 1 to 16",
         ),
+        (
+            vec![
+                "--spine",
+                spine_s,
+                "--features",
+                "u",
+                "--chunk-rows",
+                "0",
+                "--out",
+                out_s,
+            ],
+            "--chunk-rows 0: give at least 1",
+        ),
     ];
     for (args, message) in cases {
         let result = pit_join(&server, &args);
@@ -645,6 +658,9 @@ fn a_spine_of_many_batches_and_chunks_keeps_its_order() {
             spine.to_str().expect("path"),
             "--features",
             "u:score",
+            // Five chunks of one record batch each.
+            "--chunk-rows",
+            "65536",
             "--out",
             out.to_str().expect("path"),
         ],

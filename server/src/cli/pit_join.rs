@@ -36,7 +36,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value};
+use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value, MAX_PIT_KEYS};
 use tessera_server::registry::{parse_duration, FeatureType, KeyColumn};
 use tessera_server::row::key::{decode_key_into, encode_key};
 
@@ -57,10 +57,12 @@ const ROW_BYTES: usize = 32;
 const LOOKUP_BYTES: usize = 136;
 /// Bytes assumed for a value of variable width (strings, bytes, lists).
 const VARIABLE_VALUE_BYTES: usize = 32;
-/// Lookups per `PIT_LOOKUP`: small enough that several fit the client's
-/// pipeline window, so the server reads one batch while the client builds
-/// the next.
-const LOOKUPS_PER_REQUEST: usize = 1024;
+/// Lookups per `PIT_LOOKUP`: as many as one may hold. Each is a bulk job
+/// on the server, whose fixed costs (its thread, the hand-offs) are then
+/// paid once per 4,096 lookups, and whose held blocks serve more of them;
+/// the connections keep the server's cores busy while each waits for its
+/// reply.
+const LOOKUPS_PER_REQUEST: usize = MAX_PIT_KEYS;
 /// Requests one connection builds and sends at a time: enough to keep the
 /// pipeline full, few enough that a chunk's requests are never all in
 /// memory at once.
@@ -96,6 +98,10 @@ pub struct PitJoinArgs {
     /// connection's requests one at a time, so each adds up to a core.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// Spine rows joined at a time (default: as many as a 320 MiB budget
+    /// holds); fewer use less memory, more read fewer blocks per row.
+    #[arg(long)]
+    pub chunk_rows: Option<usize>,
 }
 
 /// One requested group, resolved against the registry and the spine.
@@ -126,6 +132,9 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
             "--connections {}: give 1 to {MAX_CONNECTIONS}",
             args.connections
         ));
+    }
+    if args.chunk_rows == Some(0) {
+        return Err("--chunk-rows 0: give at least 1".into());
     }
     let mut clients = (0..args.connections)
         .map(|_| connect(client))
@@ -317,7 +326,7 @@ fn look_up_spine(
     lag: Option<i64>,
     to_writer: &std::sync::mpsc::SyncSender<Joined>,
 ) -> Result<(), CliError> {
-    let chunk_rows = chunk_rows(plans);
+    let chunk_rows = args.chunk_rows.unwrap_or_else(|| chunk_rows(plans));
     let mut batches = reader.peekable();
     while batches.peek().is_some() {
         // Whole record batches, up to `chunk_rows` rows.
@@ -418,7 +427,7 @@ fn look_up_chunk(
     // rows with a null key column or time are not looked up: they get
     // nulls. Keys are sorted by their engine encoding, which is the order
     // the engine stores them in.
-    let mut order: Vec<(usize, i64, Range<usize>)> = Vec::new();
+    let mut order: Vec<Lookup> = Vec::new();
     let mut encoded = Vec::new();
     let mut key: Key = Vec::with_capacity(plan.key_columns.len());
     let mut row = 0;
@@ -442,23 +451,19 @@ fn look_up_chunk(
                 let start = encoded.len();
                 encode_key(&plan.key_columns, &key, &mut encoded)
                     .map_err(|e| format!("group `{}`, spine row {}: {e}", plan.group, row + i))?;
-                order.push((row + i, *ts, start..encoded.len()));
+                order.push(Lookup::new(row + i, *ts, &encoded, start));
             }
         }
         row += batch.num_rows();
     }
-    order.sort_unstable_by(|a, b| {
-        encoded[a.2.clone()]
-            .cmp(&encoded[b.2.clone()])
-            .then(a.1.cmp(&b.1))
-    });
+    order.sort_unstable_by(|a, b| a.cmp(b, &encoded));
     let mut slots: Vec<Option<usize>> = vec![None; row];
-    for (sorted, (spine_row, _, _)) in order.iter().enumerate() {
-        slots[*spine_row] = Some(sorted);
+    for (sorted, lookup) in order.iter().enumerate() {
+        slots[lookup.spine_row] = Some(sorted);
     }
     let looked_up = order.len();
     let sorted = SortedKeys {
-        lookups: order.into_iter().map(|(_, ts, key)| (ts, key)).collect(),
+        lookups: order.into_iter().map(|l| (l.ts, l.key)).collect(),
         encoded,
     };
     let replies = look_up(clients, plan, &sorted, lag)?;
@@ -534,6 +539,53 @@ impl SortedColumns {
             .map(|array| take(array.as_ref(), &indices, Some(options.clone())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())
+    }
+}
+
+/// One spine row's lookup in one group, as it is sorted.
+struct Lookup {
+    /// The encoded key's first [`PREFIX_BYTES`] bytes as one big-endian
+    /// number (zero-padded): it orders the keys as their bytes do, unless
+    /// it ties and one of them is longer.
+    prefix: u128,
+    spine_row: usize,
+    ts: i64,
+    /// The encoded key's range in the chunk's buffer of keys.
+    key: Range<usize>,
+}
+
+/// Bytes of a key that [`Lookup::prefix`] holds.
+const PREFIX_BYTES: usize = 16;
+
+impl Lookup {
+    /// The lookup of the key encoded in `encoded[start..]`.
+    fn new(spine_row: usize, ts: i64, encoded: &[u8], start: usize) -> Lookup {
+        let bytes = &encoded[start..];
+        let mut prefix = [0u8; PREFIX_BYTES];
+        let n = bytes.len().min(PREFIX_BYTES);
+        prefix[..n].copy_from_slice(&bytes[..n]);
+        Lookup {
+            prefix: u128::from_be_bytes(prefix),
+            spine_row,
+            ts,
+            key: start..encoded.len(),
+        }
+    }
+
+    /// Key order (the engine's), then time.
+    fn cmp(&self, other: &Lookup, encoded: &[u8]) -> std::cmp::Ordering {
+        let (a, b) = (&self.key, &other.key);
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| {
+                if a.len() <= PREFIX_BYTES && b.len() <= PREFIX_BYTES {
+                    // Equal prefixes of whole keys: the shorter sorts first.
+                    a.len().cmp(&b.len())
+                } else {
+                    encoded[a.clone()].cmp(&encoded[b.clone()])
+                }
+            })
+            .then(self.ts.cmp(&other.ts))
     }
 }
 
