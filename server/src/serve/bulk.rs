@@ -9,18 +9,29 @@
 //! run writer and merge threads) inherit the lowered priority: on Linux a
 //! nice value belongs to a thread and passes to the threads it creates.
 //!
-//! Invariant: a bulk thread only ever lowers its priority, which needs no
-//! privilege, and never raises it back, which would. A thread of its own
-//! per job (rather than tokio's blocking pool, which also runs requests)
-//! is what makes that possible; its start costs tens of microseconds
-//! against jobs of milliseconds.
+//! Invariants:
+//! - a bulk thread only ever lowers its priority, which needs no
+//!   privilege, and never raises it back, which would. A thread of its own
+//!   per job (rather than tokio's blocking pool, which also runs requests)
+//!   is what makes that possible; its start costs tens of microseconds
+//!   against jobs of milliseconds;
+//! - at most [`MAX_BULK_JOBS`] jobs run at once, server-wide; more wait
+//!   for a turn, so many clients cannot make the server start a thread
+//!   each.
 
 use super::service::{fail, Failure};
 use tessera_protocol::ErrorCode;
+use tokio::sync::Semaphore;
 
 /// The most nice levels bulk work may be lowered by: 19 is the lowest
 /// priority Linux has.
 pub const MAX_BULK_NICENESS: u8 = 19;
+/// Most bulk jobs running at once. Beyond the cores, more only queue in
+/// the scheduler, each holding a thread.
+pub const MAX_BULK_JOBS: usize = 64;
+
+/// Turns to run a bulk job.
+static TURNS: Semaphore = Semaphore::const_new(MAX_BULK_JOBS);
 
 /// Runs `job` on a bulk thread `niceness` nice levels below the server and
 /// returns what it returns.
@@ -29,10 +40,16 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    let turn = TURNS
+        .acquire()
+        .await
+        .map_err(|_| fail(ErrorCode::Unavailable, "the server is shutting down"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("tessera-bulk".into())
         .spawn(move || {
+            // The turn ends with the job, even if its caller has gone.
+            let _turn = turn;
             lower_priority(niceness);
             // The receiver is gone only when the connection has closed, and
             // then nobody wants the result.
@@ -98,6 +115,31 @@ mod tests {
         assert_eq!(child, Some(want));
         // The caller's own priority is untouched.
         assert_eq!(nice_of_this_thread(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_the_limit_run_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..MAX_BULK_JOBS * 2)
+            .map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                tokio::spawn(run(0, move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for job in jobs {
+            job.await.expect("task").expect("job");
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_BULK_JOBS, "{most} jobs ran at once");
+        assert!(most > 1, "the jobs ran one at a time");
     }
 
     #[tokio::test]
