@@ -12,9 +12,8 @@
 //!
 //! Invariants:
 //! - the answer to each lookup is the one [`Engine::multi_as_of`] gives: the
-//!   same sources (memtables, then each level's candidate file past its
-//!   bloom filter), the same first version within the bounds in each, the
-//!   same choice among sources and the same visibility rules;
+//!   same search of the sources (`Inner::best_version`), the same first
+//!   version within the bounds in each file, the same visibility rules;
 //! - answers do not depend on the order of the lookups, only the speed does;
 //! - the hash index is not consulted: it names a key's newest version,
 //!   which an as-of read can use only when that version is old enough,
@@ -24,8 +23,7 @@ use crate::engine::Engine;
 use crate::read::{check_batch, visible, AsOfQuery, Bounds};
 use crate::sstable::{Block, Table};
 use crate::types::{Entry, Row, SeqNo, TableId};
-use crate::version::ReadView;
-use crate::{Digest, Result};
+use crate::Result;
 
 impl Engine {
     /// [`Engine::multi_as_of`] for bulk work: the same answers, in request
@@ -50,85 +48,34 @@ impl Engine {
                     known_at: q.known_at,
                     max_seq,
                 };
-                let digest = Digest::of(inner.seed, table, q.key);
-                let best = best_version(&view, table, q.key, digest, bounds, &mut held)?;
+                let best = inner.best_version(&view, table, q.key, bounds, |h| {
+                    held.first_admitted(&h.table, h.meta.file_no, table, q.key, bounds)
+                })?;
                 Ok(best.and_then(|e| visible(e.into(), q.as_of, now, opts)))
             })
             .collect()
     }
 }
 
-/// Of every source, the newest version of `(table, key)` within `bounds`
-/// (before visibility rules).
-fn best_version(
-    view: &ReadView,
-    table: TableId,
-    key: &[u8],
-    digest: Digest,
-    bounds: Bounds,
-    held: &mut HeldBlocks,
-) -> Result<Option<Entry>> {
-    let mut best: Option<Entry> = None;
-    let mut offer = |e: Entry| {
-        if best
-            .as_ref()
-            .is_none_or(|b| (e.event_ts, e.seq) > (b.event_ts, b.seq))
-        {
-            best = Some(e);
-        }
-    };
-    for m in &view.mems {
-        if let Some(e) = m
-            .versions_from(table, key, bounds.max_event_ts, SeqNo::MAX)
-            .find(|e| bounds.admits(e.event_ts, e.seq, e.ingest_ts))
-        {
-            offer(e);
-        }
-    }
-    for h in view.version.candidates(table, key) {
-        if !h.table.may_contain(digest) {
-            continue;
-        }
-        if let Some(e) = held.first_admitted(&h.table, h.meta.file_no, table, key, bounds)? {
-            offer(e);
-        }
-    }
-    Ok(best)
-}
-
 /// Per file, the last block a bulk read read. A read touches a handful of
 /// files (level-0 files and one per deeper level), so a list will do.
 #[derive(Default)]
 struct HeldBlocks {
-    /// `(file number, block index, block)`.
-    blocks: Vec<(u64, u32, Block)>,
+    /// `(file number, (block index, block))`.
+    files: Vec<(u64, Option<(u32, Block)>)>,
 }
 
 impl HeldBlocks {
-    /// The index of the block held for `file_no`.
-    fn held_index(&self, file_no: u64) -> Option<u32> {
-        self.blocks
-            .iter()
-            .find(|(f, _, _)| *f == file_no)
-            .map(|&(_, idx, _)| idx)
-    }
-
-    /// Block `idx` of `t`, the held one if it is that block.
-    fn block(&mut self, t: &Table, file_no: u64, idx: u32) -> Result<Block> {
-        match self.blocks.iter_mut().find(|(f, _, _)| *f == file_no) {
-            Some((_, held_idx, block)) => {
-                if *held_idx != idx {
-                    *block = t.block_for_scan(idx)?;
-                    *held_idx = idx;
-                }
-                Ok(block.clone())
-            }
+    /// The block held for `file_no`, if any.
+    fn of(&mut self, file_no: u64) -> &mut Option<(u32, Block)> {
+        let i = match self.files.iter().position(|(f, _)| *f == file_no) {
+            Some(i) => i,
             None => {
-                let block = t.block_for_scan(idx)?;
-                self.blocks.push((file_no, idx, block.clone()));
-                Ok(block)
+                self.files.push((file_no, None));
+                self.files.len() - 1
             }
-        }
+        };
+        &mut self.files[i].1
     }
 
     /// In `t`, the first version of `(table, key)` within `bounds`, in
@@ -141,16 +88,17 @@ impl HeldBlocks {
         key: &[u8],
         bounds: Bounds,
     ) -> Result<Option<Entry>> {
+        let held = self.of(file_no);
         let target = (table, key, bounds.max_event_ts, SeqNo::MAX);
         // Sorted lookups mostly stay in the held block: check it first.
-        let mut idx = match self.held_index(file_no) {
-            Some(held) if t.is_block_at_or_after(held, target) => held,
+        let mut idx = match held {
+            Some((h, _)) if t.is_block_at_or_after(*h, target) => *h,
             _ => t.block_at_or_after(target),
         };
         if idx >= t.data_blocks() {
             return Ok(None);
         }
-        let mut block = self.block(t, file_no, idx)?;
+        let mut block = load(held, t, idx)?;
         let mut pos = block.seek(table, key, bounds.max_event_ts, SeqNo::MAX)?;
         loop {
             if pos >= block.len() {
@@ -159,7 +107,7 @@ impl HeldBlocks {
                 if idx >= t.data_blocks() {
                     return Ok(None);
                 }
-                block = self.block(t, file_no, idx)?;
+                block = load(held, t, idx)?;
                 pos = 0;
                 continue;
             }
@@ -171,6 +119,19 @@ impl HeldBlocks {
                 return block.to_entry(pos).map(Some);
             }
             pos += 1;
+        }
+    }
+}
+
+/// Block `idx` of `t`: the held one if it is that block, else read and
+/// held in its place.
+fn load(held: &mut Option<(u32, Block)>, t: &Table, idx: u32) -> Result<Block> {
+    match held {
+        Some((h, block)) if *h == idx => Ok(block.clone()),
+        _ => {
+            let block = t.block_for_scan(idx)?;
+            *held = Some((idx, block.clone()));
+            Ok(block)
         }
     }
 }

@@ -492,6 +492,34 @@ impl Inner {
         bounds: Bounds,
         hint: Option<(u64, u32)>,
     ) -> Result<Option<Entry>> {
+        self.best_version(view, table, key, bounds, |h| {
+            let start = match hint {
+                Some((file_no, block)) if file_no == h.meta.file_no => {
+                    hinted_cursor(&h.table, block, table, key)?
+                }
+                _ => None,
+            };
+            let start = match start {
+                Some(c) => Some(c),
+                None => h.table.seek(table, key, bounds.max_event_ts, SeqNo::MAX)?,
+            };
+            first_admitted(start, table, key, bounds)
+        })
+    }
+
+    /// The newest version of `(table, key)` within `bounds` over every
+    /// source, before visibility rules: each memtable's first version
+    /// within the bounds, and what `in_file` finds in each candidate file
+    /// its bloom filter does not rule out. Of equal event times, the
+    /// greater sequence number wins.
+    pub(crate) fn best_version(
+        &self,
+        view: &ReadView,
+        table: TableId,
+        key: &[u8],
+        bounds: Bounds,
+        mut in_file: impl FnMut(&TableHandle) -> Result<Option<Entry>>,
+    ) -> Result<Option<Entry>> {
         let mut best: Option<Entry> = None;
         let mut offer = |e: Entry| {
             if best
@@ -511,21 +539,10 @@ impl Inner {
         }
         let digest = Digest::of(self.seed, table, key);
         for h in view.version.candidates(table, key) {
-            if !h.table.may_contain(digest) {
-                continue;
-            }
-            let start = match hint {
-                Some((file_no, block)) if file_no == h.meta.file_no => {
-                    hinted_cursor(&h.table, block, table, key)?
+            if h.table.may_contain(digest) {
+                if let Some(e) = in_file(h)? {
+                    offer(e);
                 }
-                _ => None,
-            };
-            let start = match start {
-                Some(c) => Some(c),
-                None => h.table.seek(table, key, bounds.max_event_ts, SeqNo::MAX)?,
-            };
-            if let Some(e) = first_admitted(start, table, key, bounds)? {
-                offer(e);
             }
         }
         Ok(best)

@@ -67,7 +67,6 @@ impl ParquetOut {
         // as floats it costs a hash per value and falls back anyway.
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_dictionary_enabled(false);
         for field in schema.fields() {
             if matches!(field.data_type(), DataType::Utf8 | DataType::Binary) {
