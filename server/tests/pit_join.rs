@@ -602,7 +602,7 @@ fn bad_input_is_refused_and_writes_nothing() {
                 "--out",
                 out_s,
             ],
-            "--chunk-rows 0: give at least 1",
+            "--chunk-rows 0: give 1 to 4194304",
         ),
     ];
     for (args, message) in cases {

@@ -15,7 +15,7 @@
 //! event time of the version used. Groups keyed by different entities are
 //! joined in the same pass: the spine is read in chunks sized to
 //! [`CHUNK_BUDGET_BYTES`] of memory, each chunk is looked up in every group (its
-//! lookups sorted by key, for locality on the server, and split over
+//! lookups sorted in storage order, for locality on the server, and split over
 //! `--connections` connections, which the server serves in parallel),
 //! each group's replies are read once, in that order, into columns, and
 //! the columns are gathered (Arrow's `take`) into the spine's order.
@@ -67,6 +67,9 @@ const LOOKUPS_PER_REQUEST: usize = MAX_PIT_KEYS;
 /// pipeline full, few enough that a chunk's requests are never all in
 /// memory at once.
 const REQUESTS_PER_PIPELINE: usize = 32;
+/// Encoded key bytes reserved per spine row: reserved memory that stays
+/// unused costs nothing, while a buffer that grows is copied.
+const RESERVED_KEY_BYTES: usize = 16;
 /// Most connections `--connections` may ask for.
 const MAX_CONNECTIONS: usize = 16;
 
@@ -133,8 +136,11 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
             args.connections
         ));
     }
-    if args.chunk_rows == Some(0) {
-        return Err("--chunk-rows 0: give at least 1".into());
+    if let Some(rows) = args
+        .chunk_rows
+        .filter(|r| !(1..=MAX_CHUNK_ROWS).contains(r))
+    {
+        return Err(format!("--chunk-rows {rows}: give 1 to {MAX_CHUNK_ROWS}"));
     }
     let mut clients = (0..args.connections)
         .map(|_| connect(client))
@@ -407,11 +413,16 @@ fn spine_times(
 
 /// One group's lookups for a chunk of the spine: the replies, in sorted
 /// lookup order (one row per lookup), and for each spine row of the chunk
-/// its lookup's position among them (`None`: not looked up).
+/// its lookup's position among them ([`NOT_LOOKED_UP`] if none).
 struct GroupLookups {
     replies: Vec<SlateReply>,
-    slots: Vec<Option<usize>>,
+    slots: Vec<u32>,
 }
+
+/// The slot of a spine row that was not looked up. A chunk holds fewer
+/// than [`MAX_CHUNK_ROWS`] rows and one record batch, so no position
+/// reaches it.
+const NOT_LOOKED_UP: u32 = u32::MAX;
 
 /// Looks up a chunk of spine batches in one group. The lookups go out
 /// sorted by key, so the server reads each block of the group about once
@@ -427,8 +438,10 @@ fn look_up_chunk(
     // rows with a null key column or time are not looked up: they get
     // nulls. Keys are sorted by their engine encoding, which is the order
     // the engine stores them in.
-    let mut order: Vec<Lookup> = Vec::new();
-    let mut encoded = Vec::new();
+    // Reserved up front: growing these would copy them into fresh memory.
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut order: Vec<Lookup> = Vec::with_capacity(rows);
+    let mut encoded = Vec::with_capacity(rows * RESERVED_KEY_BYTES);
     let mut key: Key = Vec::with_capacity(plan.key_columns.len());
     let mut row = 0;
     for (batch, times) in batches.iter().zip(times) {
@@ -457,16 +470,13 @@ fn look_up_chunk(
         row += batch.num_rows();
     }
     order.sort_unstable_by(|a, b| a.cmp(b, &encoded));
-    let mut slots: Vec<Option<usize>> = vec![None; row];
+    let mut slots = vec![NOT_LOOKED_UP; row];
     for (sorted, lookup) in order.iter().enumerate() {
-        slots[lookup.spine_row] = Some(sorted);
+        // `sorted` < `row`, which fits (see NOT_LOOKED_UP).
+        slots[lookup.spine_row] = u32::try_from(sorted).unwrap_or(NOT_LOOKED_UP);
     }
     let looked_up = order.len();
-    let sorted = SortedKeys {
-        lookups: order.into_iter().map(|l| (l.ts, l.key)).collect(),
-        encoded,
-    };
-    let replies = look_up(clients, plan, &sorted, lag)?;
+    let replies = look_up(clients, plan, &order, &encoded, lag)?;
     if replies.iter().any(|r| r.parts().len() != 1) {
         return Err("a PIT_LOOKUP reply without its one part".into());
     }
@@ -522,7 +532,7 @@ impl GroupLookups {
 /// [`GroupLookups`]'s slots into them.
 struct SortedColumns {
     arrays: Vec<ArrayRef>,
-    slots: Vec<Option<usize>>,
+    slots: Vec<u32>,
 }
 
 impl SortedColumns {
@@ -531,7 +541,7 @@ impl SortedColumns {
     fn columns(&self, rows: std::ops::Range<usize>) -> Result<Vec<ArrayRef>, CliError> {
         let indices: UInt32Array = self.slots[rows]
             .iter()
-            .map(|slot| slot.and_then(|j| u32::try_from(j).ok()))
+            .map(|&slot| (slot != NOT_LOOKED_UP).then_some(slot))
             .collect();
         let options = TakeOptions { check_bounds: true };
         self.arrays
@@ -572,7 +582,9 @@ impl Lookup {
         }
     }
 
-    /// Key order (the engine's), then time.
+    /// Storage order: key order (the engine's), then time, newest first,
+    /// as the engine keeps a key's versions, so the blocks the lookups
+    /// read only ever move forward.
     fn cmp(&self, other: &Lookup, encoded: &[u8]) -> std::cmp::Ordering {
         let (a, b) = (&self.key, &other.key);
         self.prefix
@@ -585,17 +597,8 @@ impl Lookup {
                     encoded[a.clone()].cmp(&encoded[b.clone()])
                 }
             })
-            .then(self.ts.cmp(&other.ts))
+            .then(other.ts.cmp(&self.ts))
     }
-}
-
-/// One group's lookups for a chunk, sorted by key: their engine-encoded
-/// keys back to back, and per lookup, in sorted order, its time and its
-/// key's range in `encoded`. Keys are turned into request values only as
-/// their requests are sent.
-struct SortedKeys {
-    lookups: Vec<(i64, Range<usize>)>,
-    encoded: Vec<u8>,
 }
 
 /// Sends the lookups in pipelined `PIT_LOOKUP`s, split in consecutive
@@ -604,16 +607,17 @@ struct SortedKeys {
 fn look_up(
     clients: &mut [Client],
     plan: &GroupPlan,
-    sorted: &SortedKeys,
+    sorted: &[Lookup],
+    encoded: &[u8],
     lag: Option<i64>,
 ) -> Result<Vec<SlateReply>, CliError> {
-    let requests = sorted.lookups.len().div_ceil(LOOKUPS_PER_REQUEST);
+    let requests = sorted.len().div_ceil(LOOKUPS_PER_REQUEST);
     let per_client = requests.div_ceil(clients.len().max(1)).max(1) * LOOKUPS_PER_REQUEST;
     let runs: Vec<Result<Vec<SlateReply>, CliError>> = std::thread::scope(|scope| {
         let threads: Vec<_> = clients
             .iter_mut()
-            .zip(sorted.lookups.chunks(per_client))
-            .map(|(c, run)| scope.spawn(move || look_up_run(c, plan, &sorted.encoded, run, lag)))
+            .zip(sorted.chunks(per_client))
+            .map(|(c, run)| scope.spawn(move || look_up_run(c, plan, encoded, run, lag)))
             .collect();
         threads
             .into_iter()
@@ -631,40 +635,34 @@ fn look_up(
 }
 
 /// One connection's run of lookups, [`REQUESTS_PER_PIPELINE`] requests at a
-/// time, each built just before it goes (so a run's requests are never
-/// all in memory); its replies in order.
+/// time, each filled just before it goes (so a run's requests are never
+/// all in memory, and their keys' memory is reused); its replies in order.
 fn look_up_run(
     c: &mut Client,
     plan: &GroupPlan,
     encoded: &[u8],
-    run: &[(i64, Range<usize>)],
+    run: &[Lookup],
     lag: Option<i64>,
 ) -> Result<Vec<SlateReply>, CliError> {
     let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
     let mut replies = Vec::with_capacity(run.len().div_ceil(LOOKUPS_PER_REQUEST));
+    let mut requests: Vec<Request> = Vec::with_capacity(REQUESTS_PER_PIPELINE);
     for window in run.chunks(LOOKUPS_PER_REQUEST * REQUESTS_PER_PIPELINE) {
-        let requests = window
-            .chunks(LOOKUPS_PER_REQUEST)
-            .map(|lookups| {
-                let keys = lookups
-                    .iter()
-                    .map(|(ts, range)| {
-                        let mut key = Vec::with_capacity(plan.key_columns.len());
-                        decode_key_into(&plan.key_columns, &encoded[range.clone()], &mut key)
-                            .map(|()| (*ts, key))
-                            .map_err(|e| {
-                                format!("group `{}`: a key does not decode: {e}", plan.group)
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Request::PitLookup(PitLookup {
-                    group: plan.group.clone(),
-                    features: features.clone(),
-                    known_at_lag: lag,
-                    keys,
-                }))
-            })
-            .collect::<Result<Vec<_>, CliError>>()?;
+        let batches = window.chunks(LOOKUPS_PER_REQUEST);
+        requests.truncate(batches.len());
+        while requests.len() < batches.len() {
+            requests.push(Request::PitLookup(PitLookup {
+                group: plan.group.clone(),
+                features: features.clone(),
+                known_at_lag: lag,
+                keys: Vec::with_capacity(LOOKUPS_PER_REQUEST),
+            }));
+        }
+        for (request, lookups) in requests.iter_mut().zip(batches) {
+            if let Request::PitLookup(request) = request {
+                fill_keys(plan, encoded, lookups, &mut request.keys)?;
+            }
+        }
         for reply in c.pipeline(&requests).map_err(|e| e.to_string())? {
             replies.push(match reply {
                 Ok(Reply::PitLookup(reply)) => reply,
@@ -674,4 +672,25 @@ fn look_up_run(
         }
     }
     Ok(replies)
+}
+
+/// Sets `keys` to the time and decoded key of each of `lookups`, reusing
+/// the memory `keys` holds.
+fn fill_keys(
+    plan: &GroupPlan,
+    encoded: &[u8],
+    lookups: &[Lookup],
+    keys: &mut Vec<(i64, Key)>,
+) -> Result<(), CliError> {
+    keys.truncate(lookups.len());
+    keys.resize_with(lookups.len(), || {
+        (0, Key::with_capacity(plan.key_columns.len()))
+    });
+    for ((ts, key), lookup) in keys.iter_mut().zip(lookups) {
+        *ts = lookup.ts;
+        key.clear();
+        decode_key_into(&plan.key_columns, &encoded[lookup.key.clone()], key)
+            .map_err(|e| format!("group `{}`: a key does not decode: {e}", plan.group))?;
+    }
+    Ok(())
 }

@@ -1,25 +1,35 @@
-//! Bulk work off the serving path: an import's batches and its commit, and
-//! an export's chunks.
+//! Bulk work off the serving path: an import's batches and its commit, an
+//! export's chunks and a join's lookups.
 //!
-//! Each job runs on a thread of its own whose CPU priority is lowered by
+//! Each job runs on a bulk thread whose CPU priority was lowered by
 //! [`ServeConfig::bulk_niceness`](super::ServeConfig::bulk_niceness) nice
-//! levels before the job starts. When the cores are busy the scheduler then
-//! runs slates first and bulk work with what is left; on an idle machine
-//! bulk work still gets every cycle. Threads the job starts (an ingest's
-//! run writer and merge threads) inherit the lowered priority: on Linux a
-//! nice value belongs to a thread and passes to the threads it creates.
+//! levels when it started. When the cores are busy the scheduler then runs
+//! slates first and bulk work with what is left; on an idle machine bulk
+//! work still gets every cycle. Threads a job starts (an ingest's run
+//! writer and merge threads) inherit the lowered priority: on Linux a nice
+//! value belongs to a thread and passes to the threads it creates.
+//!
+//! Bulk threads are kept: one that finishes a job waits up to
+//! [`BULK_THREAD_IDLE`] for the next, and exits only then. A join sends
+//! hundreds of jobs a second, and a thread's allocator keeps the memory of
+//! its last job warm for the next one, where a new thread would start from
+//! fresh pages the kernel must zero.
 //!
 //! Invariants:
 //! - a bulk thread only ever lowers its priority, which needs no
-//!   privilege, and never raises it back, which would. A thread of its own
-//!   per job (rather than tokio's blocking pool, which also runs requests)
-//!   is what makes that possible; its start costs tens of microseconds
-//!   against jobs of milliseconds;
+//!   privilege, and never raises it back, which would. Bulk threads of
+//!   their own (rather than tokio's blocking pool, which also runs
+//!   requests) are what makes that possible, and a kept thread only takes
+//!   jobs of the niceness it has;
 //! - at most [`MAX_BULK_JOBS`] jobs run at once, server-wide; more wait
 //!   for a turn, so many clients cannot make the server start a thread
-//!   each.
+//!   each. Kept threads are threads that ran a job, so there are never
+//!   more of them than jobs that once ran at the same time.
 
 use super::service::{fail, Failure};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use std::time::Duration;
 use tessera_protocol::ErrorCode;
 use tokio::sync::Semaphore;
 
@@ -29,9 +39,27 @@ pub const MAX_BULK_NICENESS: u8 = 19;
 /// Most bulk jobs running at once. Beyond the cores, more only queue in
 /// the scheduler, each holding a thread.
 pub const MAX_BULK_JOBS: usize = 64;
+/// How long a bulk thread with no job waits for one before it exits.
+pub const BULK_THREAD_IDLE: Duration = Duration::from_secs(10);
 
 /// Turns to run a bulk job.
 static TURNS: Semaphore = Semaphore::const_new(MAX_BULK_JOBS);
+
+/// A job as a bulk thread runs it: the work, which returns the delivery
+/// of its result. The thread is back on the idle list before it delivers,
+/// so a caller's next job finds it there.
+type Job = Box<dyn FnOnce() -> Delivery + Send>;
+type Delivery = Box<dyn FnOnce() + Send>;
+
+/// Bulk threads waiting for a job: each one's niceness, id and the
+/// sender of its job.
+static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+
+struct Idle {
+    niceness: u8,
+    id: u64,
+    jobs: Sender<Job>,
+}
 
 /// Runs `job` on a bulk thread `niceness` nice levels below the server and
 /// returns what it returns.
@@ -45,25 +73,94 @@ where
         .await
         .map_err(|_| fail(ErrorCode::Unavailable, "the server is shutting down"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
+    hand_over(
+        niceness,
+        Box::new(move || {
+            let result = job();
+            Box::new(move || {
+                // The turn ends with the job, even if its caller has gone.
+                let _turn = turn;
+                // The receiver is gone only when the connection has
+                // closed, and then nobody wants the result.
+                let _ = tx.send(result);
+            })
+        }),
+    )?;
+    // A job that panics drops its sender unsent.
+    rx.await
+        .map_err(|_| fail(ErrorCode::Internal, "the bulk job failed unexpectedly"))
+}
+
+/// Gives `job` to an idle bulk thread of `niceness`, or to a new one.
+fn hand_over(niceness: u8, job: Job) -> Result<(), Failure> {
+    let idle = {
+        let mut idle = IDLE.lock();
+        let found = idle.iter().rposition(|t| t.niceness == niceness);
+        found.map(|i| idle.swap_remove(i))
+    };
+    let job = match idle {
+        // A thread off the list has stopped waiting only if it panicked,
+        // which it does not do between jobs; the job is then given back.
+        Some(t) => match t.jobs.send(job) {
+            Ok(()) => return Ok(()),
+            Err(back) => back.0,
+        },
+        None => job,
+    };
+    let (jobs, inbox) = crossbeam_channel::bounded::<Job>(1);
+    jobs.send(job)
+        .map_err(|_| fail(ErrorCode::Internal, "a new bulk thread's inbox is closed"))?;
     std::thread::Builder::new()
         .name("tessera-bulk".into())
-        .spawn(move || {
-            // The turn ends with the job, even if its caller has gone.
-            let _turn = turn;
-            lower_priority(niceness);
-            // The receiver is gone only when the connection has closed, and
-            // then nobody wants the result.
-            let _ = tx.send(job());
-        })
+        .spawn(move || bulk_thread(niceness, jobs, inbox))
+        .map(drop)
         .map_err(|e| {
             fail(
                 ErrorCode::Unavailable,
                 format!("cannot start a bulk work thread: {e}"),
             )
-        })?;
-    // A job that panics drops its sender unsent.
-    rx.await
-        .map_err(|_| fail(ErrorCode::Internal, "the bulk job failed unexpectedly"))
+        })
+}
+
+/// A bulk thread: runs its jobs, and between them waits on the idle list
+/// for up to [`BULK_THREAD_IDLE`].
+fn bulk_thread(niceness: u8, jobs: Sender<Job>, inbox: Receiver<Job>) {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    lower_priority(niceness);
+    loop {
+        // The first job is already in the inbox; later ones arrive once
+        // the thread is back on the idle list.
+        let job = match inbox.recv_timeout(BULK_THREAD_IDLE) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {
+                let mut idle = IDLE.lock();
+                match idle.iter().position(|t| t.id == id) {
+                    Some(i) => {
+                        idle.swap_remove(i);
+                        return;
+                    }
+                    // Taken off the list just now: its job is on the way.
+                    None => {
+                        drop(idle);
+                        match inbox.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    }
+                }
+            }
+        };
+        let deliver = job();
+        let me = Idle {
+            niceness,
+            id,
+            jobs: jobs.clone(),
+        };
+        IDLE.lock().push(me);
+        deliver();
+    }
 }
 
 /// Lowers the calling thread's priority by `niceness` levels, capped at
@@ -140,6 +237,19 @@ mod tests {
         let most = most.load(Ordering::SeqCst);
         assert!(most <= MAX_BULK_JOBS, "{most} jobs ran at once");
         assert!(most > 1, "the jobs ran one at a time");
+    }
+
+    #[tokio::test]
+    async fn a_thread_is_kept_for_the_next_job_of_its_niceness() {
+        // No other test asks for niceness 7 or 3.
+        let first = run(7, || std::thread::current().id()).await.expect("job");
+        let again = run(7, || std::thread::current().id()).await.expect("job");
+        assert_eq!(first, again, "the second job got a new thread");
+        let other = run(3, || (std::thread::current().id(), nice_of_this_thread()))
+            .await
+            .expect("job");
+        assert_ne!(other.0, first, "a job ran on a thread of another niceness");
+        assert_eq!(other.1, (nice_of_this_thread().max(0) + 3).min(19));
     }
 
     #[tokio::test]
