@@ -5,10 +5,12 @@
 //! A join sends its lookups sorted by key, so consecutive lookups land in
 //! the same or the next block of each file. A bulk read keeps, per file,
 //! the last block it read and uses it again while the lookups stay in it.
-//! A block it reads comes from the block cache when there and is otherwise
-//! read without being cached ([`Table::block_for_scan`]): a join sweeps
-//! whole tables, and caching them would evict what slates keep warm (and,
-//! on a fresh server, page in a cache's worth of new memory).
+//! Each file is read as a sweep ([`Sweep`]): a block comes from the block
+//! cache when there and is otherwise read, in runs of consecutive blocks
+//! while the lookups go through the file block after block, without being
+//! cached: a join sweeps whole tables, and caching them would evict what
+//! slates keep warm (and, on a fresh server, page in a cache's worth of
+//! new memory).
 //!
 //! Invariants:
 //! - the answer to each lookup is the one [`Engine::multi_as_of`] gives: the
@@ -21,7 +23,7 @@
 
 use crate::engine::Engine;
 use crate::read::{check_batch, visible, AsOfQuery, Bounds};
-use crate::sstable::{Block, Table};
+use crate::sstable::{Block, Sweep, Table};
 use crate::types::{Entry, Row, SeqNo, TableId};
 use crate::Result;
 
@@ -57,25 +59,36 @@ impl Engine {
     }
 }
 
-/// Per file, the last block a bulk read read. A read touches a handful of
-/// files (level-0 files and one per deeper level), so a list will do.
+/// Per file, the last block a bulk read read and its sweep. A read
+/// touches a handful of files (level-0 files and one per deeper level), so
+/// a list will do.
 #[derive(Default)]
 struct HeldBlocks {
-    /// `(file number, (block index, block))`.
-    files: Vec<(u64, Option<(u32, Block)>)>,
+    files: Vec<HeldFile>,
+}
+
+/// A file's last block read (index and block) and its sweep.
+struct HeldFile {
+    file_no: u64,
+    block: Option<(u32, Block)>,
+    sweep: Sweep,
 }
 
 impl HeldBlocks {
-    /// The block held for `file_no`, if any.
-    fn of(&mut self, file_no: u64) -> &mut Option<(u32, Block)> {
-        let i = match self.files.iter().position(|(f, _)| *f == file_no) {
+    /// What is held for `file_no`.
+    fn of(&mut self, file_no: u64) -> &mut HeldFile {
+        let i = match self.files.iter().position(|f| f.file_no == file_no) {
             Some(i) => i,
             None => {
-                self.files.push((file_no, None));
+                self.files.push(HeldFile {
+                    file_no,
+                    block: None,
+                    sweep: Sweep::default(),
+                });
                 self.files.len() - 1
             }
         };
-        &mut self.files[i].1
+        &mut self.files[i]
     }
 
     /// In `t`, the first version of `(table, key)` within `bounds`, in
@@ -91,8 +104,8 @@ impl HeldBlocks {
         let held = self.of(file_no);
         let target = (table, key, bounds.max_event_ts, SeqNo::MAX);
         // Sorted lookups mostly stay in the held block: check it first.
-        let mut idx = match held {
-            Some((h, _)) if t.is_block_at_or_after(*h, target) => *h,
+        let mut idx = match held.block {
+            Some((h, _)) if t.is_block_at_or_after(h, target) => h,
             _ => t.block_at_or_after(target),
         };
         if idx >= t.data_blocks() {
@@ -123,14 +136,14 @@ impl HeldBlocks {
     }
 }
 
-/// Block `idx` of `t`: the held one if it is that block, else read and
-/// held in its place.
-fn load(held: &mut Option<(u32, Block)>, t: &Table, idx: u32) -> Result<Block> {
-    match held {
+/// Block `idx` of `t`: the held one if it is that block, else read by the
+/// file's sweep and held in its place.
+fn load(held: &mut HeldFile, t: &Table, idx: u32) -> Result<Block> {
+    match &held.block {
         Some((h, block)) if *h == idx => Ok(block.clone()),
         _ => {
-            let block = t.block_for_scan(idx)?;
-            *held = Some((idx, block.clone()));
+            let block = held.sweep.block(t, idx)?;
+            held.block = Some((idx, block.clone()));
             Ok(block)
         }
     }

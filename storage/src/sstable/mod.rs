@@ -31,6 +31,7 @@ mod footer;
 mod index;
 mod keydir;
 mod read_ahead;
+mod sweep;
 mod table;
 
 pub(crate) use block::fingerprint;
@@ -41,6 +42,7 @@ pub use footer::HEADER_LEN;
 pub use index::{decode_index, IndexRecord};
 pub use keydir::KeyDirEntry;
 pub(crate) use read_ahead::BlockStream;
+pub(crate) use sweep::Sweep;
 pub use table::{load_blocks, Cursor, Table, TableIter};
 pub(crate) use table::{load_blocks_pinned, HeldBlock};
 

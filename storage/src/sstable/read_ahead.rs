@@ -3,8 +3,9 @@
 //! scan that walks them, so block decoding and the scan's merge run on
 //! different cores.
 //!
-//! Blocks come from the block cache when there and are otherwise read
-//! without being cached ([`Table::block_for_scan`]).
+//! Each table is read as a sweep ([`Sweep`]): blocks come from the block
+//! cache when there and are otherwise read in runs of consecutive blocks,
+//! without being cached.
 //!
 //! Invariants:
 //! - at most [`READ_AHEAD_BATCHES`] batches of [`READ_AHEAD_BATCH`]
@@ -16,7 +17,7 @@
 //! - dropping the stream stops the helper at its next block and waits for
 //!   it, so no table outlives the stream.
 
-use super::{Block, Table};
+use super::{Block, Sweep, Table};
 use crate::types::TableId;
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, Sender};
@@ -73,8 +74,9 @@ impl BlockStream {
 fn send_blocks(tables: &[Arc<Table>], table_id: TableId, tx: &Sender<Batch>) {
     let mut batch = Vec::with_capacity(READ_AHEAD_BATCH);
     for t in tables {
+        let mut sweep = Sweep::default();
         for idx in t.blocks_of(table_id) {
-            let block = t.block_for_scan(idx);
+            let block = sweep.block(t, idx);
             let failed = block.is_err();
             batch.push(block);
             if failed {

@@ -158,15 +158,23 @@ impl Table {
         Ok(block)
     }
 
-    /// Data block `idx` for a scan, which reads each block once: from the
-    /// cache if there, else read without being cached, so a scan neither
-    /// evicts what point reads keep warm nor grows the cache by the table.
-    pub(crate) fn block_for_scan(&self, idx: u32) -> Result<Block> {
+    /// Data block `idx` if the cache holds it (counted as a hit or a
+    /// miss): how a sweep ([`super::sweep`]) starts, as it never fills the
+    /// cache.
+    pub(crate) fn cached_block(&self, idx: u32) -> Result<Option<Block>> {
         self.check_block_no(idx)?;
-        match self.cache.get(&self.slots, idx) {
-            Some(b) => Ok(b),
-            None => self.read_block(idx),
-        }
+        Ok(self.cache.get(&self.slots, idx))
+    }
+
+    /// File offset and stored length (payload and trailer) of block `idx`.
+    pub(super) fn stored_extent(&self, idx: u32) -> Result<(u64, usize)> {
+        let handle = self.handle(idx)?;
+        Ok((handle.offset, handle.stored_len()))
+    }
+
+    /// `len` bytes of the file from `offset`, as stored.
+    pub(super) fn read_stored(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        read_exact(&*self.file, &self.path, offset, len)
     }
 
     /// The data block holding the first entry at or after `target` in
@@ -418,7 +426,7 @@ impl Table {
     }
 
     /// Verifies and decodes block `idx` read as payload plus trailer.
-    fn finish_block(&self, idx: u32, stored: Bytes) -> Result<Block> {
+    pub(super) fn finish_block(&self, idx: u32, stored: Bytes) -> Result<Block> {
         let handle = self.handle(idx)?;
         let data = unseal(stored, &self.path, handle.offset, MAX_BLOCK_LEN)?;
         let block = Block::decode_shared(data, Arc::clone(&self.path), handle.offset)?;
