@@ -29,6 +29,7 @@
 use super::service::{fail, Failure};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
+use std::thread::ThreadId;
 use std::time::Duration;
 use tessera_protocol::ErrorCode;
 use tokio::sync::Semaphore;
@@ -51,13 +52,13 @@ static TURNS: Semaphore = Semaphore::const_new(MAX_BULK_JOBS);
 type Job = Box<dyn FnOnce() -> Delivery + Send>;
 type Delivery = Box<dyn FnOnce() + Send>;
 
-/// Bulk threads waiting for a job: each one's niceness, id and the
+/// Bulk threads waiting for a job: each one's niceness, thread and the
 /// sender of its job.
 static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
 
 struct Idle {
     niceness: u8,
-    id: u64,
+    thread: ThreadId,
     jobs: Sender<Job>,
 }
 
@@ -99,8 +100,8 @@ fn hand_over(niceness: u8, job: Job) -> Result<(), Failure> {
         found.map(|i| idle.swap_remove(i))
     };
     let job = match idle {
-        // A thread off the list has stopped waiting only if it panicked,
-        // which it does not do between jobs; the job is then given back.
+        // A thread leaves the list before it exits, so this send does not
+        // fail; should it, the job goes to a new thread.
         Some(t) => match t.jobs.send(job) {
             Ok(()) => return Ok(()),
             Err(back) => back.0,
@@ -125,8 +126,7 @@ fn hand_over(niceness: u8, job: Job) -> Result<(), Failure> {
 /// A bulk thread: runs its jobs, and between them waits on the idle list
 /// for up to [`BULK_THREAD_IDLE`].
 fn bulk_thread(niceness: u8, jobs: Sender<Job>, inbox: Receiver<Job>) {
-    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let thread = std::thread::current().id();
     lower_priority(niceness);
     loop {
         // The first job is already in the inbox; later ones arrive once
@@ -136,7 +136,7 @@ fn bulk_thread(niceness: u8, jobs: Sender<Job>, inbox: Receiver<Job>) {
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {
                 let mut idle = IDLE.lock();
-                match idle.iter().position(|t| t.id == id) {
+                match idle.iter().position(|t| t.thread == thread) {
                     Some(i) => {
                         idle.swap_remove(i);
                         return;
@@ -155,7 +155,7 @@ fn bulk_thread(niceness: u8, jobs: Sender<Job>, inbox: Receiver<Job>) {
         let deliver = job();
         let me = Idle {
             niceness,
-            id,
+            thread,
             jobs: jobs.clone(),
         };
         IDLE.lock().push(me);

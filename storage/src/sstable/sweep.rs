@@ -24,7 +24,7 @@ use bytes::Bytes;
 /// Most bytes one run reads: enough to turn a sweep's reads of ~4 KiB
 /// blocks into a few dozen times fewer calls, small enough that a run
 /// costs little when a sweep stops early.
-pub(crate) const MAX_SWEEP_RUN_BYTES: usize = 256 << 10;
+const MAX_SWEEP_RUN_BYTES: usize = 256 << 10;
 
 /// A sweep over one table: the run last read and how long the next will be.
 #[derive(Debug)]
