@@ -420,6 +420,57 @@ struct SlateReport {
     rows_found_per_slate: f64,
     /// Rows written per second during the measurement (`mixed`).
     writes_per_s: Option<f64>,
+    /// Open loop: how late the client sent its slates (from when each was
+    /// due until it went out), p99. This lateness is in the latency too,
+    /// as it must be, but it is the client's and the host's, not the
+    /// server's: a thread that slept past its send time, or waited for the
+    /// previous reply on its connection.
+    send_late_p99_us: Option<f64>,
+}
+
+/// One slate thread's measurements.
+struct Tally {
+    /// From each slate's due time (its send time, closed loop) to its reply.
+    latency: Histogram<u64>,
+    /// From due to sent.
+    late: Histogram<u64>,
+    slates: u64,
+    found: u64,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, BoxError> {
+        Ok(Tally {
+            latency: Histogram::new(3)?,
+            late: Histogram::new(3)?,
+            slates: 0,
+            found: 0,
+        })
+    }
+
+    fn record(
+        &mut self,
+        due: Instant,
+        sent: Instant,
+        done: Instant,
+        rows: u64,
+    ) -> Result<(), BoxError> {
+        self.latency
+            .record(((done - due).as_nanos() as u64).max(1))?;
+        self.late
+            .record(((sent.saturating_duration_since(due)).as_nanos() as u64).max(1))?;
+        self.slates += 1;
+        self.found += rows;
+        Ok(())
+    }
+
+    fn add(&mut self, other: &Tally) -> Result<(), BoxError> {
+        self.latency.add(&other.latency)?;
+        self.late.add(&other.late)?;
+        self.slates += other.slates;
+        self.found += other.found;
+        Ok(())
+    }
 }
 
 /// Runs slates and reports their latency and cost.
@@ -442,22 +493,20 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
         .map(|w| {
             let (t, measuring, stop) = (t.clone(), measuring.clone(), stop.clone());
             let (uf, af, zipf) = (user_features.clone(), article_features.clone(), args.zipf);
-            std::thread::spawn(move || -> Result<(Histogram<u64>, u64, u64), BoxError> {
+            std::thread::spawn(move || -> Result<Tally, BoxError> {
                 let mut slates = SlateLoop::new(&t, &uf, &af, zipf, 42 + w as u64)?;
-                let mut hist = Histogram::<u64>::new(3)?;
-                let (mut count, mut found) = (0u64, 0u64);
+                let mut tally = Tally::new()?;
                 let mut pacer = per_conn_rate.map(|r| Pacer::new(Duration::from_secs_f64(1.0 / r)));
                 while !stop.load(Ordering::Relaxed) {
-                    let start = pacer.as_mut().map_or_else(Instant::now, Pacer::wait);
+                    let due = pacer.as_mut().map_or_else(Instant::now, Pacer::wait);
+                    let sent = Instant::now();
                     let rows = slates.next_slate()?;
-                    let ns = start.elapsed().as_nanos() as u64;
+                    let done = Instant::now();
                     if measuring.load(Ordering::Relaxed) {
-                        hist.record(ns.max(1))?;
-                        count += 1;
-                        found += rows;
+                        tally.record(due, sent, done, rows)?;
                     }
                 }
-                Ok((hist, count, found))
+                Ok(tally)
             })
         })
         .collect();
@@ -481,14 +530,16 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
     let server_after = args.server_pid.map(process_cpu_us).transpose()?;
     let client_after = self_cpu_us();
     stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new(3)?;
-    let (mut slates, mut found) = (0u64, 0u64);
+    let mut tally = Tally::new()?;
     for w in workers {
-        let (h, c, f) = w.join().map_err(|_| "a slate thread panicked")??;
-        hist.add(h)?;
-        slates += c;
-        found += f;
+        tally.add(&w.join().map_err(|_| "a slate thread panicked")??)?;
     }
+    let Tally {
+        latency: hist,
+        late,
+        slates,
+        found,
+    } = tally;
     if let Some(w) = writer {
         w.join().map_err(|_| "the writer thread panicked")??;
     }
@@ -520,6 +571,7 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
         client_cpu_us_per_slate: per_slate(client_before, client_after),
         rows_found_per_slate: found as f64 / slates.max(1) as f64,
         writes_per_s,
+        send_late_p99_us: args.rate.map(|_| late.value_at_quantile(0.99) as f64 / 1e3),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -547,6 +599,9 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
         );
         if let Some(w) = report.writes_per_s {
             println!("| article rows written | {w:.0} /s |");
+        }
+        if let Some(l) = report.send_late_p99_us {
+            println!("| sends late by (p99) | {l:.1} µs |");
         }
     }
     Ok(())
