@@ -7,6 +7,7 @@
 //! - `tessera demo`: an engine walk-through on a local directory;
 //! - `tessera check`: recover and verify an engine directory.
 
+mod allocator;
 mod cli;
 mod demo;
 
@@ -15,15 +16,6 @@ use cli::ClientArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tessera_server::serve::{self, ConfigFile, DurabilitySetting, ServeConfig};
-
-/// mimalloc rather than the system allocator: the engine allocates and frees
-/// cache blocks and per-read buffers constantly, and on the warm slate
-/// benchmark mimalloc is about 10% faster than glibc's malloc. Building
-/// without the `mimalloc` feature leaves the system allocator, for heap
-/// profilers that hook `malloc`.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -254,6 +246,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        allocator::keep_freed_memory();
+    }
     if let Err(e) = run(cli.command) {
         eprintln!("tessera: {e}");
         std::process::exit(1);
