@@ -6,8 +6,9 @@
 //! batches. `slate` sends the standard slate: 1 user with its int64, float64
 //! and embedding features (21), and 50 Zipf-chosen articles with their 10
 //! float64 features and embedding, closed-loop on N connections or
-//! open-loop at a fixed rate (latency then counts from each slate's
-//! scheduled send time, which corrects for coordinated omission). It
+//! open-loop at a fixed rate shared by the connections (latency then counts
+//! from each slate's scheduled send time, which corrects for coordinated
+//! omission). It
 //! reports slates/s, p50/p99/p999/max, and CPU µs per slate of the server
 //! (from `/proc/<pid>/stat`) and of this client.
 
@@ -18,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{Client, ClientOptions, Put, PutRow, SlatePart, SlateRequest, Value};
@@ -134,7 +135,8 @@ pub struct SlateArgs {
     /// Seconds of warm-up, not measured.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Open-loop rate, slates/s over all connections (default: closed loop).
+    /// Open-loop rate, slates/s over all connections, each slate sent by
+    /// whichever connection is free when it is due (default: closed loop).
     #[arg(long)]
     rate: Option<f64>,
     /// Zipf exponent of user and article popularity.
@@ -424,7 +426,7 @@ struct SlateReport {
     /// due until it went out), p99. This lateness is in the latency too,
     /// as it must be, but it is the client's and the host's, not the
     /// server's: a thread that slept past its send time, or waited for the
-    /// previous reply on its connection.
+    /// previous slates to free a connection.
     send_late_p99_us: Option<f64>,
 }
 
@@ -488,17 +490,21 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
     let (user_features, article_features) = slate_features(t)?;
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let per_conn_rate = args.rate.map(|r| r / args.connections as f64);
+    let schedule = args
+        .rate
+        .map(|r| Arc::new(Schedule::new(Duration::from_secs_f64(1.0 / r))));
     let workers: Vec<_> = (0..args.connections)
         .map(|w| {
             let (t, measuring, stop) = (t.clone(), measuring.clone(), stop.clone());
             let (uf, af, zipf) = (user_features.clone(), article_features.clone(), args.zipf);
+            let schedule = schedule.clone();
             std::thread::spawn(move || -> Result<Tally, BoxError> {
                 let mut slates = SlateLoop::new(&t, &uf, &af, zipf, 42 + w as u64)?;
                 let mut tally = Tally::new()?;
-                let mut pacer = per_conn_rate.map(|r| Pacer::new(Duration::from_secs_f64(1.0 / r)));
                 while !stop.load(Ordering::Relaxed) {
-                    let due = pacer.as_mut().map_or_else(Instant::now, Pacer::wait);
+                    let due = schedule
+                        .as_deref()
+                        .map_or_else(Instant::now, Schedule::take);
                     let sent = Instant::now();
                     let rows = slates.next_slate()?;
                     let done = Instant::now();
@@ -510,7 +516,7 @@ fn run_slates(args: &SlateArgs, write_rate: u64) -> Result<(), BoxError> {
             })
         })
         .collect();
-    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let written = Arc::new(AtomicU64::new(0));
     let writer = (write_rate > 0).then(|| {
         let (t, measuring, stop, written) =
             (t.clone(), measuring.clone(), stop.clone(), written.clone());
@@ -687,7 +693,7 @@ pub(crate) fn write_articles(
     zipf: f64,
     measuring: &AtomicBool,
     stop: &AtomicBool,
-    written: &std::sync::atomic::AtomicU64,
+    written: &AtomicU64,
 ) -> Result<(), BoxError> {
     let features = t.features(ARTICLE_GROUP)?;
     let mut writer: Box<dyn RowWriter> = match t.target {
@@ -756,6 +762,42 @@ impl RowWriter for TesseraWriter {
 /// Open-loop pacing: one send every `step`, on a fixed schedule, so a slow
 /// reply delays neither the next send nor the latency count of the ones it
 /// held up (no coordinated omission).
+/// An open-loop schedule shared by a run's connections, as an
+/// application's connection pool shares its callers' requests: the k-th
+/// slate is due at `start + k × step`, and whichever connection is free
+/// takes the next one. A slate that waits for a free connection counts
+/// that wait in its latency (no coordinated omission), but one slow reply
+/// holds up only its own connection, not a share of the schedule fixed to
+/// it.
+pub(crate) struct Schedule {
+    start: Instant,
+    step: Duration,
+    taken: AtomicU64,
+}
+
+impl Schedule {
+    pub(crate) fn new(step: Duration) -> Schedule {
+        Schedule {
+            start: Instant::now(),
+            step,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the next slate of the schedule, sleeps until it is due and
+    /// returns when it was due, the instant its latency counts from.
+    pub(crate) fn take(&self) -> Instant {
+        let k = self.taken.fetch_add(1, Ordering::Relaxed);
+        let due = self.start + self.step.mul_f64(k as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        due
+    }
+}
+
+/// A schedule of evenly spaced sends for one thread.
 pub(crate) struct Pacer {
     step: Duration,
     next: Instant,
