@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use tessera_storage::fs::{OsFs, ReadBackend};
 use tessera_storage::{AsOfQuery, Durability, Engine, Options, TableKey, WriteBatch};
 
-type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 /// Most warm-up slates.
-const MAX_WARMUP_SLATES: u64 = 2_000_000;
+pub(crate) const MAX_WARMUP_SLATES: u64 = 2_000_000;
 
 /// Arguments of `tessera-bench engine`.
 #[derive(clap::Args)]
@@ -37,22 +37,22 @@ pub struct EngineArgs {
     dir: Option<PathBuf>,
     /// Warm slates to time (after a warm-up of a fifth as many).
     #[arg(long, default_value_t = 200_000)]
-    slates: u64,
+    pub(crate) slates: u64,
     /// Cold slates to time per I/O backend.
     #[arg(long, default_value_t = 2_000)]
     cold_slates: u64,
     /// Seconds of `multi_as_of` lookups to time.
     #[arg(long, default_value_t = 5)]
-    as_of_seconds: u64,
+    pub(crate) as_of_seconds: u64,
     /// Zipf exponent of slate key popularity.
     #[arg(long, default_value_t = 1.0)]
-    zipf: f64,
+    pub(crate) zipf: f64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
     /// Dataset seed.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Reuse the dataset already in `--dir` (loaded by an earlier run):
     /// skip the load and compaction, and report only the read figures.
     #[arg(long, requires = "dir")]
@@ -66,6 +66,11 @@ pub struct EngineArgs {
     /// Read backend for the load and the warm figures.
     #[arg(long, value_enum, default_value_t = Backend::IoUring)]
     backend: Backend,
+    /// Also load the same dataset into a peer engine and time the same
+    /// reads on it, with the same block cache size, block size, bloom bits
+    /// and zstd level (in a fresh directory beside `--dir`, removed after).
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
 }
 
 /// The engine's read backends.
@@ -89,10 +94,10 @@ impl From<Backend> for ReadBackend {
 
 /// The figures, with the keys the engine issue asks for.
 #[derive(Serialize, Default)]
-struct Report {
+pub(crate) struct Report {
     backend: &'static str,
-    users: u64,
-    articles: u64,
+    pub(crate) users: u64,
+    pub(crate) articles: u64,
     versions: u64,
     slate_p50_us: f64,
     slate_p99_us: f64,
@@ -114,9 +119,20 @@ struct Report {
     io_uring_available: bool,
     block_cache_hit_rate: f64,
     slow_path_reads: u64,
+    /// The same load and reads on the in-process peer, when one ran.
+    #[cfg(feature = "rocksdb")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<crate::rocksdb_peer::PeerReport>,
 }
 
-fn options(args: &EngineArgs, backend: ReadBackend) -> Options {
+/// In-process engines `--peer` can run beside Tessera.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Peer {
+    /// RocksDB through the `rocksdb` crate (`--features rocksdb`).
+    Rocksdb,
+}
+
+pub(crate) fn options(args: &EngineArgs, backend: ReadBackend) -> Options {
     let defaults = Options::default();
     Options {
         durability: Durability::Interval(Duration::from_millis(5)),
@@ -146,6 +162,14 @@ pub fn run(args: &EngineArgs) -> Result<(), BoxError> {
         articles: (args.entities / 10).max(1),
         ..Report::default()
     };
+    if args.peer.is_some() && !cfg!(feature = "rocksdb") {
+        return Err(
+            "this tessera-bench was built without RocksDB: build it with \
+                    `cargo build --release -p tessera-bench --features rocksdb` \
+                    (needs libclang-dev; about 10 minutes on two cores)"
+                .into(),
+        );
+    }
     let engine = Engine::open(&dir, options(args, args.backend.into()))?;
     r.backend = engine.io_backend();
     if !args.skip_load {
@@ -171,43 +195,34 @@ pub fn run(args: &EngineArgs) -> Result<(), BoxError> {
 
     warm_slates(&engine, args, &mut r)?;
     if args.skip_load {
-        print(&r, args.json)?;
-        return engine.close().map_err(Into::into);
+        engine.close()?;
+    } else {
+        as_of_throughput(&engine, args, &mut r)?;
+        reopen(engine, &dir, args, &mut r)?;
+        cold_slates(&dir, args, &mut r)?;
     }
-    as_of_throughput(&engine, args, &mut r)?;
-    reopen(engine, &dir, args, &mut r)?;
-    cold_slates(&dir, args, &mut r)?;
-    print(&r, args.json)?;
-    Ok(())
+    #[cfg(feature = "rocksdb")]
+    if let Some(Peer::Rocksdb) = args.peer {
+        r.peer = Some(crate::rocksdb_peer::run(&dir, args, &r)?);
+    }
+    print(&r, args.json)
 }
 
 fn load(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
     const BATCH_ROWS: usize = 256;
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let base = engine.now() - dataset::SPAN_US;
     let mut row = Vec::with_capacity(dataset::ROW_BYTES);
     let mut batch = WriteBatch::with_capacity(BATCH_ROWS * (dataset::ROW_BYTES + 64));
     let started = Instant::now();
-    let mut rows = 0u64;
-    let total = r.users + r.articles;
-    for n in 0..total {
-        let (table, id) = if n % 11 == 10 && n / 11 < r.articles {
-            (ARTICLES, n / 11)
-        } else {
-            (USERS, n - (n / 11).min(r.articles))
-        };
-        for (v, ts) in dataset::version_times(&mut rng, base)
-            .into_iter()
-            .enumerate()
-        {
+    let rows = for_each_version(r, args.seed, engine.now(), |table, id, versions| {
+        for (v, &ts) in versions.iter().enumerate() {
             dataset::encode_row(table, id, v as u32, &mut row);
             batch.put(table, &dataset::entity_key(id), ts, &row)?;
-            rows += 1;
             if batch.len() >= BATCH_ROWS {
                 engine.write(std::mem::take(&mut batch))?;
             }
         }
-    }
+        Ok(())
+    })?;
     if !batch.is_empty() {
         engine.write(batch)?;
     }
@@ -219,14 +234,39 @@ fn load(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxErr
     Ok(())
 }
 
-struct SlateGen {
+/// Walks the dataset in load order (an article after every ten users),
+/// calling `visit(table, id, event times of its versions)` per entity, and
+/// returns the number of versions. Event times end at `now`.
+pub(crate) fn for_each_version(
+    r: &Report,
+    seed: u64,
+    now: i64,
+    mut visit: impl FnMut(u32, u64, &[i64]) -> Result<(), BoxError>,
+) -> Result<u64, BoxError> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let base = now - dataset::SPAN_US;
+    let mut rows = 0u64;
+    for n in 0..r.users + r.articles {
+        let (table, id) = if n % 11 == 10 && n / 11 < r.articles {
+            (ARTICLES, n / 11)
+        } else {
+            (USERS, n - (n / 11).min(r.articles))
+        };
+        let versions = dataset::version_times(&mut rng, base);
+        visit(table, id, &versions)?;
+        rows += versions.len() as u64;
+    }
+    Ok(rows)
+}
+
+pub(crate) struct SlateGen {
     rng: StdRng,
     users: Zipf<f64>,
     articles: Zipf<f64>,
 }
 
 impl SlateGen {
-    fn new(r: &Report, zipf: f64, seed: u64) -> Result<SlateGen, BoxError> {
+    pub(crate) fn new(r: &Report, zipf: f64, seed: u64) -> Result<SlateGen, BoxError> {
         Ok(SlateGen {
             rng: StdRng::seed_from_u64(seed),
             users: Zipf::new(r.users, zipf)?,
@@ -236,7 +276,7 @@ impl SlateGen {
 
     /// A Zipf slate: ranks map to ids through a fixed permutation so hot
     /// keys are spread over the key space.
-    fn zipf(&mut self, r: &Report, out: &mut Vec<[u8; 8]>) {
+    pub(crate) fn zipf(&mut self, r: &Report, out: &mut Vec<[u8; 8]>) {
         out.clear();
         let u = self.users.sample(&mut self.rng) as u64 - 1;
         out.push(dataset::entity_key(scatter(u, r.users)));
@@ -429,12 +469,20 @@ fn print(r: &Report, json: bool) -> Result<(), BoxError> {
         println!("{}", serde_json::to_string_pretty(r)?);
         return Ok(());
     }
-    let v = serde_json::to_value(r)?;
     println!("| figure | value |\n|---|---|");
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            println!("| {k} | {v} |");
+    print_rows("", &serde_json::to_value(r)?);
+    Ok(())
+}
+
+/// A table row per figure; a nested report's figures (the peer's) are
+/// named `peer.figure`.
+fn print_rows(prefix: &str, v: &serde_json::Value) {
+    let Some(map) = v.as_object() else { return };
+    for (k, v) in map {
+        if v.is_object() {
+            print_rows(&format!("{prefix}{k}."), v);
+        } else {
+            println!("| {prefix}{k} | {v} |");
         }
     }
-    Ok(())
 }

@@ -29,6 +29,8 @@ mod hostile;
 mod net_bench;
 mod offline_bench;
 mod redis_peer;
+#[cfg(feature = "rocksdb")]
+mod rocksdb_peer;
 mod soak;
 
 use clap::{Parser, Subcommand};
