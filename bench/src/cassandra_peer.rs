@@ -11,7 +11,7 @@
 //! pipelined on one connection at consistency ONE. Tables are created
 //! with LZ4 compression (Cassandra's default) or without, by name.
 
-use crate::cql::{Cql, Prepared, MAX_IN_FLIGHT};
+use crate::cql::{Cql, Prepared, ServerError, MAX_IN_FLIGHT};
 use crate::net_bench::{BoxError, GroupFeatures, RowWriter as _};
 use tessera_protocol::Value;
 
@@ -149,17 +149,53 @@ impl CassandraWriter {
 impl crate::net_bench::RowWriter for CassandraWriter {
     fn write(&mut self, rows: &[(u64, Vec<Value>)]) -> Result<(), BoxError> {
         for chunk in rows.chunks(LOAD_IN_FLIGHT) {
-            for (_, row) in chunk {
-                let cells: Vec<Vec<u8>> = row.iter().map(cell).collect();
-                let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
-                self.cql.execute(&self.insert, &refs)?;
-            }
-            self.cql.flush()?;
-            for _ in chunk {
-                self.cql.receive_rows()?;
+            let mut attempt = 1;
+            while let Err(e) = self.write_chunk(chunk) {
+                // Inserts of whole rows are idempotent: a chunk that timed
+                // out in part is sent again whole.
+                let transient = e
+                    .downcast_ref::<ServerError>()
+                    .is_some_and(ServerError::is_transient);
+                if !transient || attempt == WRITE_ATTEMPTS {
+                    return Err(e);
+                }
+                std::thread::sleep(RETRY_PAUSE * attempt);
+                attempt += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// Times a chunk of inserts is sent before a transient error fails the
+/// load (Cassandra 2.1 times out writes while it flushes and compacts on
+/// this machine's two cores).
+const WRITE_ATTEMPTS: u32 = 5;
+/// Pause before the second attempt; it grows by as much each time.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl CassandraWriter {
+    /// Sends one pipelined chunk of inserts and reads every reply; the
+    /// first error reply, once all are read.
+    fn write_chunk(&mut self, chunk: &[(u64, Vec<Value>)]) -> Result<(), BoxError> {
+        for (_, row) in chunk {
+            let cells: Vec<Vec<u8>> = row.iter().map(cell).collect();
+            let refs: Vec<&[u8]> = cells.iter().map(Vec::as_slice).collect();
+            self.cql.execute(&self.insert, &refs)?;
+        }
+        self.cql.flush()?;
+        let mut first_error = None;
+        for _ in chunk {
+            match self.cql.receive_rows() {
+                Ok(_) => {}
+                // The reply was read whole: the connection is in step.
+                Err(e) if e.is::<ServerError>() => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 

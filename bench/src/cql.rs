@@ -156,7 +156,7 @@ impl Cql {
             let mut r = Reader(&body);
             let code = r.i32()?;
             let message = r.string().unwrap_or_default();
-            return Err(format!("Cassandra error {code:#06x}: {message}").into());
+            return Err(ServerError { code, message }.into());
         }
         Ok((stream, op, body))
     }
@@ -184,6 +184,34 @@ impl Cql {
         Ok(id)
     }
 }
+
+/// An `ERROR` reply: the request failed on the server; the connection
+/// is still in step.
+#[derive(Debug)]
+pub struct ServerError {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Error codes of a request that may succeed if sent again: the
+/// coordinator found too few replicas alive (`Unavailable`), was
+/// overloaded, or timed out waiting for a replica.
+const TRANSIENT_ERRORS: [i32; 4] = [0x1000, 0x1001, 0x1100, 0x1200];
+
+impl ServerError {
+    /// True if sending the request again may succeed.
+    pub fn is_transient(&self) -> bool {
+        TRANSIENT_ERRORS.contains(&self.code)
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cassandra error {:#06x}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 /// Rows of a `RESULT` body whose metadata was skipped (none for another
 /// kind of result, such as the `Void` of an insert).
