@@ -145,6 +145,31 @@ pub fn decode_key_into(
     Ok(())
 }
 
+/// Column `c` of keys whose `columns` columns are all int64, appended to
+/// `out` as each key's value in little-endian bytes, back to back (the
+/// layout of an int64 column on the wire): a reply's key column without a
+/// [`Value`] per key. A key that is not `8 × columns` bytes is malformed.
+pub fn int64_column_le<'a>(
+    columns: usize,
+    c: usize,
+    keys: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+) -> Result<(), KeyError> {
+    let at = 8 * c;
+    for key in keys {
+        let word = key
+            .get(at..at + 8)
+            .filter(|_| key.len() == 8 * columns)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .ok_or(KeyError::Malformed {
+                offset: key.len().min(at),
+                reason: "not a key of int64 columns",
+            })?;
+        out.extend_from_slice(&(u64::from_be_bytes(word) ^ SIGN_BIT).to_le_bytes());
+    }
+    Ok(())
+}
+
 type Decoded = Result<(Value, usize), (usize, &'static str)>;
 
 fn decode_int64(bytes: &[u8]) -> Decoded {
@@ -209,6 +234,48 @@ mod tests {
         )
         .expect("encode");
         out
+    }
+
+    #[test]
+    fn int64_columns_read_as_decoding_does() {
+        let pair = [
+            KeyColumn {
+                name: "a".into(),
+                ty: KeyType::Int64,
+            },
+            KeyColumn {
+                name: "b".into(),
+                ty: KeyType::Int64,
+            },
+        ];
+        let ids = [(i64::MIN, 7), (-1, 0), (0, i64::MAX), (255, -256)];
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|&(a, b)| {
+                let mut k = Vec::new();
+                encode_key(&pair, &[Value::Int64(a), Value::Int64(b)], &mut k).expect("encode");
+                k
+            })
+            .collect();
+        for c in 0..2 {
+            let mut le = Vec::new();
+            int64_column_le(2, c, keys.iter().map(Vec::as_slice), &mut le).expect("column");
+            let read: Vec<i64> = le
+                .chunks_exact(8)
+                .map(|w| i64::from_le_bytes(w.try_into().expect("8 bytes")))
+                .collect();
+            let decoded: Vec<i64> = keys
+                .iter()
+                .map(|k| match decode_key(&pair, k).expect("decode")[c] {
+                    Value::Int64(v) => v,
+                    ref other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(read, decoded);
+        }
+        let short = [&keys[0][..12]];
+        assert!(int64_column_le(2, 1, short.into_iter(), &mut Vec::new()).is_err());
+        assert!(int64_column_le(1, 0, keys.iter().map(Vec::as_slice), &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::columns::write_columns;
 use super::service::{fail, storage_failure, Failure, Service};
 use super::slate::PartPlan;
 use crate::registry::KeyType;
-use crate::row::key::decode_key_into;
+use crate::row::key::{decode_key_into, int64_column_le};
 use bytes::Bytes;
 use tessera_protocol::{
     begin_frame, finish_frame, flags, tag, ErrorCode, ExportRange, ExportRequest, Opcode,
@@ -191,6 +191,22 @@ impl Export {
                 format!("group `{group}`: a stored key does not decode: {e}"),
             )
         };
+        if keys.iter().all(|k| k.ty == KeyType::Int64) {
+            // The common case, copied column by column from the keys.
+            let mut le = Vec::with_capacity(8 * rows.len());
+            for (c, column) in keys.iter().enumerate() {
+                le.clear();
+                let stored = rows.iter().map(|r| &r.key[..]);
+                int64_column_le(keys.len(), c, stored, &mut le)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let mut writer = part.column(&column.name, tag::INT64, 0);
+                writer
+                    .push_fixed_le_run(&le)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                writer.finish().map_err(|e| corrupt(e.to_string()))?;
+            }
+            return Ok(());
+        }
         // Every row's key values, row-major, in one buffer.
         let mut decoded = Vec::with_capacity(rows.len() * keys.len());
         for row in rows {
