@@ -25,6 +25,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The environment variable through which mimalloc reads the purge delay;
 /// a value set there is left alone.
+#[cfg(feature = "mimalloc")]
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
 /// Freed memory stays with the process until it exits (purge delay -1),
