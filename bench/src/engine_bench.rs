@@ -99,10 +99,8 @@ pub(crate) struct Report {
     pub(crate) users: u64,
     pub(crate) articles: u64,
     versions: u64,
-    slate_p50_us: f64,
-    slate_p99_us: f64,
-    slate_p999_us: f64,
-    slate_max_us: f64,
+    #[serde(flatten)]
+    slate: SlateLatency,
     as_of_lookups_per_s: f64,
     ingest_rows_per_s: f64,
     ingest_write_amplification: f64,
@@ -123,6 +121,43 @@ pub(crate) struct Report {
     #[cfg(feature = "rocksdb")]
     #[serde(skip_serializing_if = "Option::is_none")]
     peer: Option<crate::rocksdb_peer::PeerReport>,
+}
+
+/// The latency of the timed warm slates, µs.
+#[derive(Serialize, Default)]
+pub(crate) struct SlateLatency {
+    slate_p50_us: f64,
+    slate_p99_us: f64,
+    slate_p999_us: f64,
+    slate_max_us: f64,
+}
+
+/// Times `n` Zipf slates of `gen`, each read by `read` (which returns the
+/// rows found); their latency, or an error if none found a row.
+pub(crate) fn time_slates(
+    gen: &mut SlateGen,
+    r: &Report,
+    n: u64,
+    mut read: impl FnMut(&[[u8; 8]]) -> Result<usize, BoxError>,
+) -> Result<SlateLatency, BoxError> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut keys = Vec::with_capacity(51);
+    let mut found = 0;
+    for _ in 0..n {
+        gen.zipf(r, &mut keys);
+        let t = Instant::now();
+        found += read(&keys)?;
+        hist.record((t.elapsed().as_nanos() as u64).max(1))?;
+    }
+    if found == 0 {
+        return Err("slates found no rows".into());
+    }
+    Ok(SlateLatency {
+        slate_p50_us: hist.value_at_quantile(0.5) as f64 / 1e3,
+        slate_p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
+        slate_p999_us: hist.value_at_quantile(0.999) as f64 / 1e3,
+        slate_max_us: hist.max() as f64 / 1e3,
+    })
 }
 
 /// In-process engines `--peer` can run beside Tessera.
@@ -313,8 +348,6 @@ fn slate(engine: &Engine, keys: &[[u8; 8]]) -> Result<usize, BoxError> {
 fn warm_slates(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(), BoxError> {
     let mut gen = SlateGen::new(r, args.zipf, args.seed + 1)?;
     let mut keys = Vec::with_capacity(51);
-    let mut hist = Histogram::<u64>::new(3)?;
-    let mut found = 0;
     // Warm up until the block cache stops growing (every miss then
     // replaces a block instead of claiming fresh memory), and for at least
     // a fifth of the timed slates.
@@ -327,26 +360,13 @@ fn warm_slates(engine: &Engine, args: &EngineArgs, r: &mut Report) -> Result<(),
     {
         for _ in 0..1000 {
             gen.zipf(r, &mut keys);
-            found += slate(engine, &keys)?;
+            slate(engine, &keys)?;
         }
         warm += 1000;
     }
     eprintln!("warmed up with {warm} slates");
     let before = engine.stats();
-    for _ in 0..args.slates {
-        gen.zipf(r, &mut keys);
-        let t = Instant::now();
-        found += slate(engine, &keys)?;
-        let ns = t.elapsed().as_nanos() as u64;
-        hist.record(ns.max(1))?;
-    }
-    if found == 0 {
-        return Err("slates found no rows".into());
-    }
-    r.slate_p50_us = hist.value_at_quantile(0.5) as f64 / 1e3;
-    r.slate_p99_us = hist.value_at_quantile(0.99) as f64 / 1e3;
-    r.slate_p999_us = hist.value_at_quantile(0.999) as f64 / 1e3;
-    r.slate_max_us = hist.max() as f64 / 1e3;
+    r.slate = time_slates(&mut gen, r, args.slates, |keys| slate(engine, keys))?;
     let stats = engine.stats();
     let hits = stats.block_cache_hits - before.block_cache_hits;
     let misses = stats.block_cache_misses - before.block_cache_misses;

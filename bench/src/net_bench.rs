@@ -399,7 +399,8 @@ pub(crate) fn version_event_ts(now: i64, id: u64, version: u32, versions: u32) -
     now - HOUR_US - age * (SPAN_US / i64::from(versions)) + (id % 1000) as i64
 }
 
-fn now_us() -> i64 {
+/// Wall-clock time, µs since the epoch.
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -759,9 +760,6 @@ impl RowWriter for TesseraWriter {
     }
 }
 
-/// Open-loop pacing: one send every `step`, on a fixed schedule, so a slow
-/// reply delays neither the next send nor the latency count of the ones it
-/// held up (no coordinated omission).
 /// An open-loop schedule shared by a run's connections, as an
 /// application's connection pool shares its callers' requests: the k-th
 /// slate is due at `start + k × step`, and whichever connection is free
@@ -789,15 +787,22 @@ impl Schedule {
     pub(crate) fn take(&self) -> Instant {
         let k = self.taken.fetch_add(1, Ordering::Relaxed);
         let due = self.start + self.step.mul_f64(k as f64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
+        sleep_until(due);
         due
     }
 }
 
-/// A schedule of evenly spaced sends for one thread.
+/// Sleeps until `t`, if it is still ahead.
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+/// Open-loop pacing for one thread: one send every `step`, on a fixed
+/// schedule, so a slow reply delays neither the next send nor the latency
+/// count of the ones it held up (no coordinated omission).
 pub(crate) struct Pacer {
     step: Duration,
     next: Instant,
@@ -814,11 +819,8 @@ impl Pacer {
     /// Sleeps until the next send is due; returns when it was due, the
     /// instant its latency counts from.
     pub(crate) fn wait(&mut self) -> Instant {
-        let now = Instant::now();
-        if self.next > now {
-            std::thread::sleep(self.next - now);
-        }
         let due = self.next;
+        sleep_until(due);
         self.next += self.step;
         due
     }

@@ -13,9 +13,10 @@
 
 use crate::dataset::{self, USERS};
 use crate::engine_bench::{
-    for_each_version, options, BoxError, EngineArgs, Report, SlateGen, MAX_WARMUP_SLATES,
+    for_each_version, options, time_slates, BoxError, EngineArgs, Report, SlateGen, SlateLatency,
+    MAX_WARMUP_SLATES,
 };
-use hdrhistogram::Histogram;
+use crate::net_bench::now_us;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rocksdb::{
@@ -46,10 +47,8 @@ pub(crate) struct PeerReport {
     compact_s: f64,
     disk_bytes_per_version: f64,
     warmup_slates: u64,
-    slate_p50_us: f64,
-    slate_p99_us: f64,
-    slate_p999_us: f64,
-    slate_max_us: f64,
+    #[serde(flatten)]
+    slate: SlateLatency,
     as_of_lookups_per_s: f64,
 }
 
@@ -181,13 +180,12 @@ fn warm_slates(
     let latest = cf(db, LATEST)?;
     let mut gen = SlateGen::new(r, args.zipf, args.seed + 1)?;
     let mut keys = Vec::with_capacity(51);
-    let mut found = 0;
     let mut warm = 0u64;
     let mut usage = cache.get_usage();
     loop {
         for _ in 0..WARMUP_STEP {
             gen.zipf(r, &mut keys);
-            found += slate(db, latest, &keys)?;
+            slate(db, latest, &keys)?;
         }
         warm += WARMUP_STEP;
         let grew = cache.get_usage().saturating_sub(usage);
@@ -197,20 +195,7 @@ fn warm_slates(
         }
     }
     report.warmup_slates = warm;
-    let mut hist = Histogram::<u64>::new(3)?;
-    for _ in 0..args.slates {
-        gen.zipf(r, &mut keys);
-        let t = Instant::now();
-        found += slate(db, latest, &keys)?;
-        hist.record((t.elapsed().as_nanos() as u64).max(1))?;
-    }
-    if found == 0 {
-        return Err("RocksDB slates found no rows".into());
-    }
-    report.slate_p50_us = hist.value_at_quantile(0.5) as f64 / 1e3;
-    report.slate_p99_us = hist.value_at_quantile(0.99) as f64 / 1e3;
-    report.slate_p999_us = hist.value_at_quantile(0.999) as f64 / 1e3;
-    report.slate_max_us = hist.max() as f64 / 1e3;
+    report.slate = time_slates(&mut gen, r, args.slates, |keys| slate(db, latest, keys))?;
     Ok(())
 }
 
@@ -250,10 +235,4 @@ fn sst_bytes(dir: &Path) -> Result<u64, BoxError> {
         }
     }
     Ok(total)
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
