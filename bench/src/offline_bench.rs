@@ -79,6 +79,11 @@ pub struct OfflineArgs {
     /// The data is already imported (by an earlier run on this server).
     #[arg(long)]
     no_import: bool,
+    /// Right after Tessera's join, time DuckDB's ASOF JOIN of the same
+    /// files (`bench/peers/duckdb_asof.py`; `pip install duckdb`), so the
+    /// two are compared on the machine as it is at that moment.
+    #[arg(long)]
+    peer_duckdb: bool,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -149,6 +154,9 @@ pub fn offline(args: &OfflineArgs) -> Result<(), BoxError> {
         args.spine_rows as f64 / run.secs,
         run.max_rss_kib / 1024
     );
+    if args.peer_duckdb {
+        duckdb_join(args, run.secs)?;
+    }
     if !args.slates {
         return Ok(());
     }
@@ -184,6 +192,37 @@ pub fn offline(args: &OfflineArgs) -> Result<(), BoxError> {
         us(&during, 0.5),
         us(&during, 0.99),
         during.len()
+    );
+    Ok(())
+}
+
+/// The DuckDB peer's script, relative to the workspace.
+const DUCKDB_PEER: &str = "bench/peers/duckdb_asof.py";
+
+/// Runs DuckDB's ASOF JOIN of the same files and prints its time against
+/// Tessera's `tessera_secs`.
+fn duckdb_join(args: &OfflineArgs, tessera_secs: f64) -> Result<(), BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DUCKDB_PEER);
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--dir", path_str(&args.dir)?])
+        .args(["--rows", &args.rows.to_string()])
+        .args(["--entities", &args.entities.to_string()])
+        .args(["--spine-rows", &args.spine_rows.to_string()])
+        .output()?;
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        return Err(format!("{}: {}", script.display(), err.trim()).into());
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let secs = report["pit_join_secs"]
+        .as_f64()
+        .ok_or("the DuckDB peer printed no pit_join_secs")?;
+    println!(
+        "pit-join peer: DuckDB {} ASOF JOIN in {secs:.2} s, peak RSS {} MiB; Tessera took {:.2}× its time",
+        report["version"].as_str().unwrap_or("?"),
+        report["peak_rss_mib"],
+        tessera_secs / secs
     );
     Ok(())
 }

@@ -24,7 +24,7 @@ use crate::hash_index::Location;
 use crate::merge::{MergeIter, Source};
 use crate::options::TableOptions;
 use crate::read::retained;
-use crate::sstable::{TableBuilder, TableSummary};
+use crate::sstable::{BuildOptions, TableBuilder, TableSummary};
 use crate::types::{Entry, TableId};
 use crate::version::{ReadView, TableHandle, Version, NUM_LEVELS};
 use crate::{Digest, Error, Result};
@@ -213,7 +213,7 @@ impl Inner {
             .iter()
             .map(|h| Box::new(h.table.iter()) as Source<'_>)
             .collect();
-        let mut w = OutputWriter::new(self, job.output_level);
+        let mut w = OutputWriter::new(self, self.build_options(job.output_level));
         let result = w.consume(MergeIter::new(sources));
         match result.and_then(|()| w.finish()) {
             Ok(o) => Ok(o),
@@ -343,15 +343,14 @@ pub(crate) struct OutputWriter<'a> {
     current: Option<(TableId, Bytes, Digest, bool)>,
     /// Entries written since the last check for a pending flush.
     since_yield_check: usize,
-    output_level: usize,
+    build: BuildOptions,
 }
 
 impl<'a> OutputWriter<'a> {
-    /// A writer building SSTs as for `output_level` (level 0 uncompressed
-    /// unless configured, deeper levels compressed).
-    pub(crate) fn new(inner: &'a Inner, output_level: usize) -> Self {
+    /// A writer building SSTs with `build`.
+    pub(crate) fn new(inner: &'a Inner, build: BuildOptions) -> Self {
         OutputWriter {
-            output_level,
+            build,
             inner,
             now: inner.now(),
             table_opts: inner.table_opts.read().clone(),
@@ -405,12 +404,7 @@ impl<'a> OutputWriter<'a> {
                 let file_no = self.inner.alloc_file_no();
                 self.started.push(file_no);
                 let path = sst_path(&self.inner.dir, file_no);
-                let b = TableBuilder::create(
-                    &*self.inner.opts.fs,
-                    &path,
-                    file_no,
-                    self.inner.build_options(self.output_level),
-                )?;
+                let b = TableBuilder::create(&*self.inner.opts.fs, &path, file_no, self.build)?;
                 self.builder.insert((file_no, b))
             }
         };

@@ -51,8 +51,8 @@ pub use error::{Error, Result};
 pub use ingest::{Ingest, IngestInfo};
 pub use options::{
     Clock, Durability, Options, SystemClock, TableOptions, DEFAULT_BLOCK_BYTES,
-    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_INGEST_RUN_BYTES, DEFAULT_MEMTABLE_BYTES,
-    DEFAULT_SST_TARGET_BYTES, DEFAULT_ZSTD_LEVEL,
+    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_INGEST_BLOCK_BYTES, DEFAULT_INGEST_RUN_BYTES,
+    DEFAULT_MEMTABLE_BYTES, DEFAULT_SST_TARGET_BYTES, DEFAULT_ZSTD_LEVEL,
 };
 pub use read::{AsOfQuery, TableKey, MAX_BATCH_KEYS};
 pub use snapshot::{AsOfScan, Scan, Snapshot};

@@ -73,6 +73,13 @@ pub const DEFAULT_MEMTABLE_BYTES: usize = 64 << 20;
 pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 1 << 30;
 /// Default uncompressed size of an SST data block.
 pub const DEFAULT_BLOCK_BYTES: usize = 4096;
+/// Default uncompressed size of a data block in the SSTs a bulk ingest
+/// builds. Exports and joins sweep them whole: at 16 KiB, zstd's per-block
+/// table setup and the per-block read and checksum cost a quarter as much
+/// per row as at 4 KiB (docs/benchmarks.md), while a point read of an
+/// imported key decompresses 16 KiB instead of 4 until compaction rewrites
+/// it with `block_bytes`.
+pub const DEFAULT_INGEST_BLOCK_BYTES: usize = 16 << 10;
 /// Default zstd level of SST data blocks. Level -1 (zstd's fast mode, no
 /// entropy coding of literals) ingests about 35% faster and compacts twice as
 /// fast as level 1 on feature rows, for about 4% more disk
@@ -99,6 +106,8 @@ pub struct Options {
     pub block_cache_bytes: usize,
     /// Uncompressed size of a data block.
     pub block_bytes: usize,
+    /// Uncompressed size of a data block in the SSTs a bulk ingest builds.
+    pub ingest_block_bytes: usize,
     /// zstd level for data blocks.
     pub zstd_level: i32,
     /// Compress the data blocks of level-0 SSTs (flushes) too. Off by
@@ -137,7 +146,7 @@ const MIN_SIZE_BYTES: usize = 1024;
 impl Options {
     /// Checks that the sizes and counts are usable.
     pub fn validate(&self) -> crate::Result<()> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.memtable_bytes >= MIN_SIZE_BYTES,
                 "memtable_bytes must be at least 1 KiB",
@@ -147,6 +156,10 @@ impl Options {
                 "max_frozen_memtables must be at least 1",
             ),
             (self.block_bytes >= 64, "block_bytes must be at least 64"),
+            (
+                self.ingest_block_bytes >= 64,
+                "ingest_block_bytes must be at least 64",
+            ),
             (
                 self.sst_target_bytes >= MIN_SIZE_BYTES as u64,
                 "sst_target_bytes must be at least 1 KiB",
@@ -191,6 +204,7 @@ impl Default for Options {
             max_frozen_memtables: 2,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             block_bytes: DEFAULT_BLOCK_BYTES,
+            ingest_block_bytes: DEFAULT_INGEST_BLOCK_BYTES,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             compress_level0: false,
             bloom_bits_per_key: 10,
@@ -215,6 +229,7 @@ impl std::fmt::Debug for Options {
             .field("memtable_bytes", &self.memtable_bytes)
             .field("block_cache_bytes", &self.block_cache_bytes)
             .field("block_bytes", &self.block_bytes)
+            .field("ingest_block_bytes", &self.ingest_block_bytes)
             .field("fs", &self.fs.backend_name())
             .finish_non_exhaustive()
     }

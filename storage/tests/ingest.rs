@@ -271,3 +271,67 @@ fn equal_event_times_go_to_the_later_commit_when_writes_race_the_commit() {
             .expect("rebuilt index agrees with a scan");
     }
 }
+
+/// The data blocks of every SST under `dir`'s `sst` directory.
+fn data_blocks(dir: &std::path::Path) -> u32 {
+    use tessera_storage::cache::BlockCache;
+    use tessera_storage::fs::OsFs;
+    use tessera_storage::sstable::Table;
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    files_in(dir, "sst")
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let path = dir.join("sst").join(name);
+            let table = Table::open(Arc::new(OsFs::default()), &path, i as u64, cache.clone())
+                .expect("open an SST");
+            table.data_blocks()
+        })
+        .sum()
+}
+
+#[test]
+fn an_ingest_cuts_its_blocks_at_ingest_block_bytes() {
+    // The same 2,000 versions, ingested with blocks of 1 KiB and 8 KiB,
+    // and written online (flushed with `block_bytes`, 1 KiB).
+    let blocks = |ingest_block_bytes: usize, online: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(
+            dir.path(),
+            Options {
+                background_compaction: false,
+                memtable_bytes: 16 << 20,
+                sst_target_bytes: 64 << 20,
+                block_bytes: 1 << 10,
+                ingest_block_bytes,
+                ..opts()
+            },
+        )
+        .expect("open");
+        let value = [7u8; 40];
+        if online {
+            for i in 0..2000 {
+                engine.put(T, &key(i), 10, &value).expect("put");
+            }
+            engine.flush().expect("flush");
+        } else {
+            let mut ingest = engine.begin_ingest(T).expect("begin");
+            for i in 0..2000 {
+                ingest.put(&key(i), 10, &value).expect("add");
+            }
+            ingest.commit().expect("commit");
+        }
+        drop(engine);
+        data_blocks(dir.path())
+    };
+    let (small, large, online) = (
+        blocks(1 << 10, false),
+        blocks(8 << 10, false),
+        blocks(8 << 10, true),
+    );
+    assert!(large * 6 < small, "8 KiB blocks: {large}, 1 KiB: {small}");
+    assert!(
+        online * 2 > small,
+        "online writes keep block_bytes: {online} against {small}"
+    );
+}

@@ -17,9 +17,12 @@
 //! [`CHUNK_BUDGET_BYTES`] of memory, each chunk is looked up in every group (its
 //! lookups sorted in storage order, for locality on the server, and split over
 //! `--connections` connections, which the server serves in parallel),
-//! each group's replies are read once, in that order, into columns, and
-//! the columns are gathered (Arrow's `take`) into the spine's order.
-//! Memory is bounded by one chunk and its features.
+//! each reply is read into its connection's columns as it arrives (and
+//! its memory is then free for the next), and the columns are gathered
+//! (Arrow's `interleave`) into the spine's order, a batch at a time.
+//! Memory is bounded by one chunk and its features. It is kept lean on
+//! purpose: fresh memory costs page faults, and on a virtual machine whose
+//! host reclaims free memory they are what a join waits on most.
 
 use super::arrow_columns::{arrow_type, timestamp_type, ColumnBuilder};
 use super::arrow_rows::{Column as SpineColumn, Target};
@@ -29,16 +32,16 @@ use super::parquet_out::{progress, ParquetOut};
 use super::rows::RegistryView;
 use super::{connect, CliError, ClientArgs};
 use arrow_array::builder::TimestampMicrosecondBuilder;
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
-use arrow_select::take::{take, TakeOptions};
+use arrow_select::interleave::interleave;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_protocol::{Client, Key, PitLookup, Reply, Request, SlateReply, Value, MAX_PIT_KEYS};
 use tessera_server::registry::{parse_duration, FeatureType, KeyColumn};
-use tessera_server::row::key::{decode_key_into, encode_key};
+use tessera_server::row::key::{decode_key_into, encode_key, MAX_ENCODED_KEY_LEN};
 
 /// Spine rows per record batch read and written.
 const SPINE_BATCH_ROWS: usize = 65_536;
@@ -164,7 +167,7 @@ pub fn pit_join(client: &ClientArgs, args: &PitJoinArgs) -> Result<(), CliError>
     // output columns and writes them, so the two overlap.
     let (to_writer, chunks) = std::sync::mpsc::sync_channel::<Joined>(1);
     let written = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| write_chunks(out, &schema, &plans, chunks, &bar));
+        let writer = scope.spawn(|| write_chunks(out, &schema, chunks, &bar));
         let read = look_up_spine(
             &mut clients,
             args,
@@ -297,12 +300,12 @@ fn output_schema(spine: &Schema, plans: &[GroupPlan]) -> Result<SchemaRef, CliEr
 /// A chunk of the spine and its lookups in every group, in plan order.
 struct Joined {
     batches: Vec<RecordBatch>,
-    groups: Vec<GroupLookups>,
+    groups: Vec<GroupColumns>,
 }
 
 /// Spine rows per chunk: what [`CHUNK_BUDGET_BYTES`] holds, each group's
-/// values counted three times (as replies, as columns in lookup order and
-/// gathered into spine order), in whole record batches.
+/// values counted twice (as columns in lookup order, and as the replies
+/// and gathered batches they pass through), in whole record batches.
 fn chunk_rows(plans: &[GroupPlan]) -> usize {
     let per_row: usize = ROW_BYTES
         + plans
@@ -314,7 +317,7 @@ fn chunk_rows(plans: &[GroupPlan]) -> usize {
                     .map(|(_, ty)| ty.fixed_width().unwrap_or(VARIABLE_VALUE_BYTES))
                     .sum();
                 // The event time of the version used is one more value.
-                LOOKUP_BYTES + 3 * (values + 8)
+                LOOKUP_BYTES + 2 * (values + 8)
             })
             .sum::<usize>();
     let rows = (CHUNK_BUDGET_BYTES / per_row).clamp(MIN_CHUNK_ROWS, MAX_CHUNK_ROWS);
@@ -369,22 +372,16 @@ fn look_up_spine(
 fn write_chunks(
     mut out: ParquetOut,
     schema: &SchemaRef,
-    plans: &[GroupPlan],
     chunks: std::sync::mpsc::Receiver<Joined>,
     bar: &indicatif::ProgressBar,
 ) -> Result<u64, CliError> {
     for joined in chunks {
-        let sorted = plans
-            .iter()
-            .zip(joined.groups)
-            .map(|(plan, lookups)| lookups.into_sorted_columns(plan))
-            .collect::<Result<Vec<_>, _>>()?;
         let mut first = 0;
         for batch in &joined.batches {
             let rows = first..first + batch.num_rows();
             let mut columns = batch.columns().to_vec();
-            for group in &sorted {
-                columns.extend(group.columns(rows.clone())?);
+            for group in &joined.groups {
+                columns.extend(group.gather(rows.clone())?);
             }
             let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
             out.write(&batch)?;
@@ -395,27 +392,31 @@ fn write_chunks(
     out.finish()
 }
 
-/// The spine times of `batch`, µs (`None` where null).
+/// The spine's timestamp column of `batch`.
 fn spine_times(
     args: &PitJoinArgs,
     batch: &RecordBatch,
     ts_index: usize,
-) -> Result<Vec<Option<i64>>, CliError> {
-    let ts = SpineColumn::new(Target::EventTs, batch.column(ts_index)).map_err(|e| {
+) -> Result<SpineColumn, CliError> {
+    SpineColumn::new(Target::EventTs, batch.column(ts_index)).map_err(|e| {
         format!(
             "{}: column `{}`: {e}",
             args.spine.display(),
             args.timestamp_column
         )
-    })?;
-    Ok((0..batch.num_rows()).map(|i| ts.event_ts(i)).collect())
+    })
 }
 
-/// One group's lookups for a chunk of the spine: the replies, in sorted
-/// lookup order (one row per lookup), and for each spine row of the chunk
-/// its lookup's position among them ([`NOT_LOOKED_UP`] if none).
-struct GroupLookups {
-    replies: Vec<SlateReply>,
+/// One group's answers for a chunk of the spine: its output columns in
+/// sorted lookup order, one set per connection's run of lookups (which
+/// are consecutive), and for each spine row of the chunk its lookup's
+/// position among them ([`NOT_LOOKED_UP`] if none).
+struct GroupColumns {
+    /// Each run's columns (features, then the event time), and last a
+    /// one-row run of nulls that rows not looked up take.
+    runs: Vec<Vec<ArrayRef>>,
+    /// The sorted position of each run's first lookup.
+    run_starts: Vec<u32>,
     slots: Vec<u32>,
 }
 
@@ -431,11 +432,10 @@ fn look_up_chunk(
     clients: &mut [Client],
     plan: &GroupPlan,
     batches: &[RecordBatch],
-    times: &[Vec<Option<i64>>],
+    times: &[SpineColumn],
     lag: Option<i64>,
-) -> Result<GroupLookups, CliError> {
-    // (spine row in the chunk, time, encoded key's range in `encoded`);
-    // rows with a null key column or time are not looked up: they get
+) -> Result<GroupColumns, CliError> {
+    // Rows with a null key column or time are not looked up: they get
     // nulls. Keys are sorted by their engine encoding, which is the order
     // the engine stores them in.
     // Reserved up front: growing these would copy them into fresh memory.
@@ -452,8 +452,10 @@ fn look_up_chunk(
             .map(|(&index, k)| SpineColumn::new(Target::Key(k.ty), batch.column(index)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("group `{}`: {e}", plan.group))?;
-        for (i, ts) in times.iter().enumerate() {
-            let Some(ts) = ts else { continue };
+        for i in 0..batch.num_rows() {
+            let Some(ts) = times.event_ts(i) else {
+                continue;
+            };
             key.clear();
             key.extend(
                 key_columns
@@ -464,7 +466,7 @@ fn look_up_chunk(
                 let start = encoded.len();
                 encode_key(&plan.key_columns, &key, &mut encoded)
                     .map_err(|e| format!("group `{}`, spine row {}: {e}", plan.group, row + i))?;
-                order.push(Lookup::new(row + i, *ts, &encoded, start));
+                order.push(Lookup::new(row + i, ts, &encoded, start));
             }
         }
         row += batch.num_rows();
@@ -473,99 +475,130 @@ fn look_up_chunk(
     let mut slots = vec![NOT_LOOKED_UP; row];
     for (sorted, lookup) in order.iter().enumerate() {
         // `sorted` < `row`, which fits (see NOT_LOOKED_UP).
-        slots[lookup.spine_row] = u32::try_from(sorted).unwrap_or(NOT_LOOKED_UP);
+        slots[lookup.spine_row as usize] = u32::try_from(sorted).unwrap_or(NOT_LOOKED_UP);
     }
-    let looked_up = order.len();
-    let replies = look_up(clients, plan, &order, &encoded, lag)?;
-    if replies.iter().any(|r| r.parts().len() != 1) {
-        return Err("a PIT_LOOKUP reply without its one part".into());
-    }
-    let answered: usize = replies.iter().map(|r| r.parts()[0].rows()).sum();
-    if answered != looked_up {
-        let msg = format!(
-            "group `{}`: {answered} rows answered {looked_up} lookups",
-            plan.group
-        );
-        return Err(msg);
-    }
-    Ok(GroupLookups { replies, slots })
+    let (mut runs, run_starts) = look_up(clients, plan, &order, &encoded, lag)?;
+    runs.push(null_run(plan));
+    Ok(GroupColumns {
+        runs,
+        run_starts,
+        slots,
+    })
 }
 
-impl GroupLookups {
-    /// The group's output columns over every lookup, in sorted lookup
-    /// order: each reply is read once, front to back.
-    fn into_sorted_columns(self, plan: &GroupPlan) -> Result<SortedColumns, CliError> {
-        let n = self.replies.iter().map(|r| r.parts()[0].rows()).sum();
-        let mut builders: Vec<ColumnBuilder> = plan
-            .features
+/// One row of nulls in every output column of `plan`.
+fn null_run(plan: &GroupPlan) -> Vec<ArrayRef> {
+    let types = plan.features.iter().map(|(_, ty)| arrow_type(*ty));
+    types
+        .chain(std::iter::once(timestamp_type()))
+        .map(|ty| arrow_array::new_null_array(&ty, 1))
+        .collect()
+}
+
+impl GroupColumns {
+    /// The group's columns for spine rows `rows` of the chunk, in spine
+    /// order: each row's lookup, or null where it was not looked up.
+    fn gather(&self, rows: Range<usize>) -> Result<Vec<ArrayRef>, CliError> {
+        let null_run = self.runs.len() - 1;
+        let indices: Vec<(usize, usize)> = self.slots[rows]
             .iter()
-            .map(|(_, ty)| ColumnBuilder::new(*ty, n))
+            .map(|&slot| {
+                if slot == NOT_LOOKED_UP {
+                    return (null_run, 0);
+                }
+                let run = self.run_starts.partition_point(|&start| start <= slot) - 1;
+                (run, (slot - self.run_starts[run]) as usize)
+            })
             .collect();
-        let mut event_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-        for reply in &self.replies {
-            let part = &reply.parts()[0];
-            if part.columns().len() != builders.len() {
-                return Err(format!(
-                    "group `{}`: a reply with other columns",
-                    plan.group
-                ));
-            }
-            for (builder, column) in builders.iter_mut().zip(part.columns()) {
-                builder
-                    .append_column(column)
-                    .map_err(|e| format!("group `{}`: {e}", plan.group))?;
-            }
-            for row in 0..part.rows() {
-                event_ts.append_option(part.found(row).then(|| part.event_ts(row)));
-            }
+        (0..self.runs[null_run].len())
+            .map(|column| {
+                let arrays: Vec<&dyn Array> =
+                    self.runs.iter().map(|run| run[column].as_ref()).collect();
+                interleave(&arrays, &indices).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+/// One run's output columns, built reply by reply as the replies arrive,
+/// so that a reply's memory is free for the next one.
+struct RunBuilder<'p> {
+    plan: &'p GroupPlan,
+    features: Vec<ColumnBuilder>,
+    event_ts: TimestampMicrosecondBuilder,
+}
+
+impl<'p> RunBuilder<'p> {
+    fn new(plan: &'p GroupPlan, rows: usize) -> RunBuilder<'p> {
+        RunBuilder {
+            plan,
+            features: plan
+                .features
+                .iter()
+                .map(|(_, ty)| ColumnBuilder::new(*ty, rows))
+                .collect(),
+            event_ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
         }
-        let mut arrays: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
-        arrays.push(Arc::new(event_ts.finish()));
-        Ok(SortedColumns {
-            arrays,
-            slots: self.slots,
-        })
     }
-}
 
-/// One group's output columns for a chunk, in sorted lookup order, and
-/// [`GroupLookups`]'s slots into them.
-struct SortedColumns {
-    arrays: Vec<ArrayRef>,
-    slots: Vec<u32>,
-}
+    /// Appends the rows of `reply`, which answered `asked` lookups.
+    fn append(&mut self, reply: &SlateReply, asked: usize) -> Result<(), CliError> {
+        let group = &self.plan.group;
+        let [part] = reply.parts() else {
+            return Err("a PIT_LOOKUP reply without its one part".into());
+        };
+        if part.rows() != asked {
+            return Err(format!(
+                "group `{group}`: {} rows answered {asked} lookups",
+                part.rows()
+            ));
+        }
+        if part.columns().len() != self.features.len() {
+            return Err(format!("group `{group}`: a reply with other columns"));
+        }
+        for (builder, column) in self.features.iter_mut().zip(part.columns()) {
+            builder
+                .append_column(column)
+                .map_err(|e| format!("group `{group}`: {e}"))?;
+        }
+        for row in 0..part.rows() {
+            self.event_ts
+                .append_option(part.found(row).then(|| part.event_ts(row)));
+        }
+        Ok(())
+    }
 
-impl SortedColumns {
-    /// The columns for spine rows `rows` of the chunk, in spine order:
-    /// each row's lookup, or null where it was not looked up.
-    fn columns(&self, rows: std::ops::Range<usize>) -> Result<Vec<ArrayRef>, CliError> {
-        let indices: UInt32Array = self.slots[rows]
-            .iter()
-            .map(|&slot| (slot != NOT_LOOKED_UP).then_some(slot))
+    fn finish(mut self) -> Vec<ArrayRef> {
+        let mut arrays: Vec<ArrayRef> = self
+            .features
+            .iter_mut()
+            .map(ColumnBuilder::finish)
             .collect();
-        let options = TakeOptions { check_bounds: true };
-        self.arrays
-            .iter()
-            .map(|array| take(array.as_ref(), &indices, Some(options.clone())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
+        arrays.push(Arc::new(self.event_ts.finish()));
+        arrays
     }
 }
 
-/// One spine row's lookup in one group, as it is sorted.
+/// One spine row's lookup in one group, as it is sorted: 32 bytes, since
+/// a chunk holds millions and sorting moves them.
 struct Lookup {
     /// The encoded key's first [`PREFIX_BYTES`] bytes as one big-endian
     /// number (zero-padded): it orders the keys as their bytes do, unless
     /// it ties and one of them is longer.
-    prefix: u128,
-    spine_row: usize,
+    prefix: u64,
     ts: i64,
-    /// The encoded key's range in the chunk's buffer of keys.
-    key: Range<usize>,
+    /// Where the encoded key starts in the chunk's buffer of keys.
+    key_start: usize,
+    /// The spine row, within the chunk ([`MAX_CHUNK_ROWS`] fits).
+    spine_row: u32,
+    /// The encoded key's length ([`MAX_ENCODED_KEY_LEN`] fits).
+    key_len: u16,
 }
 
-/// Bytes of a key that [`Lookup::prefix`] holds.
-const PREFIX_BYTES: usize = 16;
+/// Bytes of a key that [`Lookup::prefix`] holds: all of an `int64` key.
+const PREFIX_BYTES: usize = 8;
+const _: () = assert!(MAX_CHUNK_ROWS <= u32::MAX as usize);
+const _: () = assert!(MAX_ENCODED_KEY_LEN <= u16::MAX as usize);
 
 impl Lookup {
     /// The lookup of the key encoded in `encoded[start..]`.
@@ -575,26 +608,33 @@ impl Lookup {
         let n = bytes.len().min(PREFIX_BYTES);
         prefix[..n].copy_from_slice(&bytes[..n]);
         Lookup {
-            prefix: u128::from_be_bytes(prefix),
-            spine_row,
+            prefix: u64::from_be_bytes(prefix),
             ts,
-            key: start..encoded.len(),
+            key_start: start,
+            // Both bounded by the constants asserted above.
+            spine_row: spine_row as u32,
+            key_len: bytes.len() as u16,
         }
+    }
+
+    /// The encoded key's range in the chunk's buffer of keys.
+    fn key(&self) -> Range<usize> {
+        self.key_start..self.key_start + usize::from(self.key_len)
     }
 
     /// Storage order: key order (the engine's), then time, newest first,
     /// as the engine keeps a key's versions, so the blocks the lookups
     /// read only ever move forward.
     fn cmp(&self, other: &Lookup, encoded: &[u8]) -> std::cmp::Ordering {
-        let (a, b) = (&self.key, &other.key);
+        let (a, b) = (usize::from(self.key_len), usize::from(other.key_len));
         self.prefix
             .cmp(&other.prefix)
             .then_with(|| {
-                if a.len() <= PREFIX_BYTES && b.len() <= PREFIX_BYTES {
+                if a <= PREFIX_BYTES && b <= PREFIX_BYTES {
                     // Equal prefixes of whole keys: the shorter sorts first.
-                    a.len().cmp(&b.len())
+                    a.cmp(&b)
                 } else {
-                    encoded[a.clone()].cmp(&encoded[b.clone()])
+                    encoded[self.key()].cmp(&encoded[other.key()])
                 }
             })
             .then(other.ts.cmp(&self.ts))
@@ -602,18 +642,18 @@ impl Lookup {
 }
 
 /// Sends the lookups in pipelined `PIT_LOOKUP`s, split in consecutive
-/// runs over `clients` (each run on its own thread); one reply per
-/// [`LOOKUPS_PER_REQUEST`] lookups, in order.
+/// runs over `clients` (each run on its own thread); each run's columns
+/// and the sorted position of its first lookup.
 fn look_up(
     clients: &mut [Client],
     plan: &GroupPlan,
     sorted: &[Lookup],
     encoded: &[u8],
     lag: Option<i64>,
-) -> Result<Vec<SlateReply>, CliError> {
+) -> Result<(Vec<Vec<ArrayRef>>, Vec<u32>), CliError> {
     let requests = sorted.len().div_ceil(LOOKUPS_PER_REQUEST);
     let per_client = requests.div_ceil(clients.len().max(1)).max(1) * LOOKUPS_PER_REQUEST;
-    let runs: Vec<Result<Vec<SlateReply>, CliError>> = std::thread::scope(|scope| {
+    let runs: Vec<Result<Vec<ArrayRef>, CliError>> = std::thread::scope(|scope| {
         let threads: Vec<_> = clients
             .iter_mut()
             .zip(sorted.chunks(per_client))
@@ -627,25 +667,26 @@ fn look_up(
             })
             .collect()
     });
-    let mut replies = Vec::with_capacity(requests);
-    for run in runs {
-        replies.extend(run?);
-    }
-    Ok(replies)
+    let starts = (0..runs.len())
+        // Below `sorted.len()`, which is below MAX_CHUNK_ROWS.
+        .map(|i| (i * per_client) as u32)
+        .collect();
+    Ok((runs.into_iter().collect::<Result<_, _>>()?, starts))
 }
 
 /// One connection's run of lookups, [`REQUESTS_PER_PIPELINE`] requests at a
 /// time, each filled just before it goes (so a run's requests are never
-/// all in memory, and their keys' memory is reused); its replies in order.
+/// all in memory, and their keys' memory is reused); its output columns,
+/// built as the replies arrive.
 fn look_up_run(
     c: &mut Client,
     plan: &GroupPlan,
     encoded: &[u8],
     run: &[Lookup],
     lag: Option<i64>,
-) -> Result<Vec<SlateReply>, CliError> {
+) -> Result<Vec<ArrayRef>, CliError> {
     let features: Vec<String> = plan.features.iter().map(|(n, _)| n.clone()).collect();
-    let mut replies = Vec::with_capacity(run.len().div_ceil(LOOKUPS_PER_REQUEST));
+    let mut columns = RunBuilder::new(plan, run.len());
     let mut requests: Vec<Request> = Vec::with_capacity(REQUESTS_PER_PIPELINE);
     for window in run.chunks(LOOKUPS_PER_REQUEST * REQUESTS_PER_PIPELINE) {
         let batches = window.chunks(LOOKUPS_PER_REQUEST);
@@ -658,20 +699,21 @@ fn look_up_run(
                 keys: Vec::with_capacity(LOOKUPS_PER_REQUEST),
             }));
         }
-        for (request, lookups) in requests.iter_mut().zip(batches) {
+        for (request, lookups) in requests.iter_mut().zip(batches.clone()) {
             if let Request::PitLookup(request) = request {
                 fill_keys(plan, encoded, lookups, &mut request.keys)?;
             }
         }
-        for reply in c.pipeline(&requests).map_err(|e| e.to_string())? {
-            replies.push(match reply {
-                Ok(Reply::PitLookup(reply)) => reply,
+        let replies = c.pipeline(&requests).map_err(|e| e.to_string())?;
+        for (reply, lookups) in replies.into_iter().zip(batches) {
+            match reply {
+                Ok(Reply::PitLookup(reply)) => columns.append(&reply, lookups.len())?,
                 Ok(other) => return Err(format!("unexpected {} reply", other.opcode().name())),
                 Err(e) => return Err(format!("group `{}`: {e}", plan.group)),
-            });
+            }
         }
     }
-    Ok(replies)
+    Ok(columns.finish())
 }
 
 /// Sets `keys` to the time and decoded key of each of `lookups`, reusing
@@ -689,7 +731,7 @@ fn fill_keys(
     for ((ts, key), lookup) in keys.iter_mut().zip(lookups) {
         *ts = lookup.ts;
         key.clear();
-        decode_key_into(&plan.key_columns, &encoded[lookup.key.clone()], key)
+        decode_key_into(&plan.key_columns, &encoded[lookup.key()], key)
             .map_err(|e| format!("group `{}`: a key does not decode: {e}", plan.group))?;
     }
     Ok(())

@@ -51,7 +51,7 @@ mod runs;
 use crate::compaction::Placement;
 use crate::engine::{sst_path, Engine, Inner};
 use crate::hash_index::Location;
-use crate::sstable::TableSummary;
+use crate::sstable::{BuildOptions, TableSummary};
 use crate::types::{check_limits, Kind, SeqNo, TableId, Timestamp};
 use crate::version::{ReadView, TableHandle, Version, NUM_LEVELS};
 use crate::{Error, Result};
@@ -165,8 +165,15 @@ impl Ingest {
         let numbering = Numbering { base, ingest_ts };
         let runs = self.runs.finish()?;
         // Built as for level 1, compressed: an ingest is large and read for a
-        // long time before compaction rewrites it.
-        let outputs = ranges::write(&inner, runs, inner.opts.ingest_threads, &numbering, 1)?;
+        // long time before compaction rewrites it. Its blocks are larger
+        // (`ingest_block_bytes`): bulk readers sweep it first, and a block's
+        // fixed costs (zstd's tables, a read, a checksum) spread over more
+        // entries.
+        let build = BuildOptions {
+            block_bytes: inner.opts.ingest_block_bytes,
+            ..inner.build_options(1)
+        };
+        let outputs = ranges::write(&inner, runs, inner.opts.ingest_threads, &numbering, build)?;
         let files: Vec<u64> = outputs.summaries.iter().map(|s| s.file_no).collect();
         let version = inner.pin().version.clone();
         let handles = match outputs

@@ -18,7 +18,7 @@ use super::runs::Run;
 use crate::compaction::{OutputWriter, Outputs};
 use crate::engine::Inner;
 use crate::merge::{MergeIter, Source};
-use crate::sstable::Table;
+use crate::sstable::{BuildOptions, Table};
 use crate::types::{cmp_entity, Entry, SeqNo, TableId, Timestamp};
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -37,14 +37,14 @@ pub(super) struct Numbering {
     pub(super) ingest_ts: Timestamp,
 }
 
-/// Merges `runs` into SSTs built as for `level`, in up to `threads` ranges
+/// Merges `runs` into SSTs built with `build`, in up to `threads` ranges
 /// written at once. On error every file written is removed.
 pub(super) fn write(
     inner: &Inner,
     runs: &[Run],
     threads: usize,
     numbering: &Numbering,
-    level: usize,
+    build: BuildOptions,
 ) -> Result<Outputs> {
     let points = split_points(runs, threads);
     let bounds: Vec<(Option<&Entity>, Option<&Entity>)> = (0..=points.len())
@@ -57,7 +57,7 @@ pub(super) fn write(
                 std::thread::Builder::new()
                     .name("tessera-ingest-merge".into())
                     .spawn_scoped(s, move || {
-                        let mut out = OutputWriter::new(inner, level);
+                        let mut out = OutputWriter::new(inner, build);
                         let written = write_range(&mut out, runs, lo, hi, numbering);
                         (out, written)
                     })

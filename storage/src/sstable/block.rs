@@ -560,7 +560,7 @@ fn validate(data: &[u8]) -> std::result::Result<Layout, String> {
         .ok_or_else(|| format!("{count} entries do not fit in {len} bytes"))?;
     let fingerprints_at = offsets_at + U32_LEN * count;
     let mut expected_start = 0usize;
-    let mut prev: Option<EntryKey<'_>> = None;
+    let mut prev: Option<(EntryKey<'_>, u16)> = None;
     for i in 0..count {
         let start = u32_at(data, offsets_at + U32_LEN * i).unwrap_or(u32::MAX) as usize;
         if start != expected_start {
@@ -570,13 +570,21 @@ fn validate(data: &[u8]) -> std::result::Result<Layout, String> {
         }
         let end = check_entry(data, start, offsets_at).map_err(|e| format!("entry {i}: {e}"))?;
         let key = parse_key(data, start).ok_or_else(|| format!("entry {i} does not decode"))?;
-        if u16_at(data, fingerprints_at + FP_LEN * i) != Some(fingerprint(key.0, key.1)) {
+        // Versions of one entity are adjacent: an entry of the previous
+        // entry's entity must carry the fingerprint already checked for it,
+        // which a comparison checks without hashing the key again.
+        let fp = u16_at(data, fingerprints_at + FP_LEN * i);
+        let expected_fp = match prev {
+            Some((p, p_fp)) if (p.0, p.1) == (key.0, key.1) => p_fp,
+            _ => fingerprint(key.0, key.1),
+        };
+        if fp != Some(expected_fp) {
             return Err(format!("entry {i} has the wrong fingerprint"));
         }
-        if prev.is_some_and(|p| cmp_internal(p, key) != Ordering::Less) {
+        if prev.is_some_and(|(p, _)| cmp_internal(p, key) != Ordering::Less) {
             return Err(format!("entry {i} is not above its predecessor"));
         }
-        prev = Some(key);
+        prev = Some((key, expected_fp));
         expected_start = end;
     }
     if expected_start != offsets_at {
