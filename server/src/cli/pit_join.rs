@@ -368,13 +368,42 @@ fn look_up_spine(
 }
 
 /// Builds and writes the output of each chunk, in spine order; returns the
-/// rows written.
+/// rows written. One thread gathers the output batches while this one
+/// encodes and writes those before them.
 fn write_chunks(
     mut out: ParquetOut,
     schema: &SchemaRef,
     chunks: std::sync::mpsc::Receiver<Joined>,
     bar: &indicatif::ProgressBar,
 ) -> Result<u64, CliError> {
+    let (to_writer, gathered) = std::sync::mpsc::sync_channel::<RecordBatch>(GATHERED_AHEAD);
+    std::thread::scope(|scope| {
+        let gatherer = scope.spawn(move || gather_chunks(schema, chunks, &to_writer));
+        let written = gathered.iter().try_for_each(|batch| {
+            out.write(&batch)?;
+            bar.inc(batch.num_rows() as u64);
+            Ok::<(), CliError>(())
+        });
+        // Stops the gatherer if writing failed.
+        drop(gathered);
+        let gathered = gatherer
+            .join()
+            .map_err(|_| "the gathering thread panicked".to_string());
+        written.and(gathered.and_then(|g| g))
+    })?;
+    out.finish()
+}
+
+/// Output batches gathered ahead of the one being written.
+const GATHERED_AHEAD: usize = 2;
+
+/// Gathers each chunk's output batches (the spine's columns and every
+/// group's, in spine order) and sends them on until the writer stops.
+fn gather_chunks(
+    schema: &SchemaRef,
+    chunks: std::sync::mpsc::Receiver<Joined>,
+    to_writer: &std::sync::mpsc::SyncSender<RecordBatch>,
+) -> Result<(), CliError> {
     for joined in chunks {
         let mut first = 0;
         for batch in &joined.batches {
@@ -384,12 +413,14 @@ fn write_chunks(
                 columns.extend(group.gather(rows.clone())?);
             }
             let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
-            out.write(&batch)?;
-            bar.inc(batch.num_rows() as u64);
+            if to_writer.send(batch).is_err() {
+                // The writer failed; its error is reported.
+                return Ok(());
+            }
             first = rows.end;
         }
     }
-    out.finish()
+    Ok(())
 }
 
 /// The spine's timestamp column of `batch`.
