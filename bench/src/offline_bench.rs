@@ -202,7 +202,9 @@ const DUCKDB_PEER: &str = "bench/peers/duckdb_asof.py";
 /// Runs DuckDB's ASOF JOIN of the same files and prints its time against
 /// Tessera's `tessera_secs`.
 fn duckdb_join(args: &OfflineArgs, tessera_secs: f64) -> Result<(), BoxError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DUCKDB_PEER);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DUCKDB_PEER);
     let output = std::process::Command::new("python3")
         .arg(&script)
         .args(["--dir", path_str(&args.dir)?])
