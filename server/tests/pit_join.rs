@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_protocol::{Client, Delete, Put, PutRow, SlatePart, SlateRequest, SpecFile, Value};
+use tessera_server::columnar::arrow_rows::{Column as OutputColumn, Target};
+use tessera_server::registry::{ElementType, FeatureType};
 
 const HOUR_US: i64 = 3_600_000_000;
 const USERS: i64 = 24;
@@ -293,6 +295,16 @@ fn pit_join(server: &TestServer, args: &[&str]) -> std::process::Output {
     common::run_cli(server, &all, None)
 }
 
+/// Runs `tessera pit-join`, which must succeed.
+fn pit_join_ok(server: &TestServer, args: &[&str]) {
+    let result = pit_join(server, args);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
 fn column<'b>(batch: &'b RecordBatch, name: &str) -> &'b ArrayRef {
     batch
         .column_by_name(name)
@@ -331,7 +343,7 @@ fn pit_join_matches_the_reference_and_what_serving_returns() {
     let out = server.dir.join("train.parquet");
     write_spine(&spine, &rows);
 
-    let result = pit_join(
+    pit_join_ok(
         &server,
         &[
             "--spine",
@@ -349,11 +361,6 @@ fn pit_join_matches_the_reference_and_what_serving_returns() {
             "--out",
             out.to_str().expect("path"),
         ],
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
     );
     let batches = read_parquet(&out);
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -508,12 +515,7 @@ fn known_at_lag_reads_only_what_was_ingested_in_time() {
         if let Some(lag) = lag {
             args.extend(["--known-at-lag", lag]);
         }
-        let result = pit_join(&server, &args);
-        assert!(
-            result.status.success(),
-            "{}",
-            String::from_utf8_lossy(&result.stderr)
-        );
+        pit_join_ok(&server, &args);
         let batches = read_parquet(&out);
         let score = column(&batches[0], "u__score").as_primitive::<Float64Type>();
         (!score.is_null(0)).then(|| score.value(0))
@@ -699,7 +701,7 @@ fn a_spine_of_many_batches_and_chunks_keeps_its_order() {
     let spine = server.dir.join("big-spine.parquet");
     let out = server.dir.join("big-train.parquet");
     write_spine(&spine, &rows);
-    let result = pit_join(
+    pit_join_ok(
         &server,
         &[
             "--spine",
@@ -712,11 +714,6 @@ fn a_spine_of_many_batches_and_chunks_keeps_its_order() {
             "--out",
             out.to_str().expect("path"),
         ],
-    );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
     );
     let mut i = 0;
     for batch in read_parquet(&out) {
@@ -750,6 +747,19 @@ fn every_feature_type_joins_as_serving_reads_it() {
     let base = now_us() - 10 * DAY_US;
     const COLUMNS: [&str; 11] = [
         "user_id", "b", "i32", "f32", "s", "raw", "at", "emb", "li", "lf", "ls",
+    ];
+    // The types of COLUMNS[1..], as group `t` declares them.
+    const TYPES: [FeatureType; 10] = [
+        FeatureType::Bool,
+        FeatureType::Int32,
+        FeatureType::Float32,
+        FeatureType::String,
+        FeatureType::Bytes,
+        FeatureType::Timestamp,
+        FeatureType::Embedding(3),
+        FeatureType::List(ElementType::Int64),
+        FeatureType::List(ElementType::Float32),
+        FeatureType::List(ElementType::String),
     ];
     // Users 0..4 get two versions, a day apart; user 3's second one has
     // nulls; users 4.. have none.
@@ -796,7 +806,7 @@ fn every_feature_type_joins_as_serving_reads_it() {
     let out = server.dir.join("typed-train.parquet");
     write_spine(&spine, &rows);
     let features = format!("t:{}", COLUMNS[1..].join(","));
-    let result = pit_join(
+    pit_join_ok(
         &server,
         &[
             "--spine",
@@ -807,11 +817,6 @@ fn every_feature_type_joins_as_serving_reads_it() {
             out.to_str().expect("path"),
         ],
     );
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
     let batches = read_parquet(&out);
     let joined: Vec<Vec<Value>> = batches
         .iter()
@@ -819,7 +824,13 @@ fn every_feature_type_joins_as_serving_reads_it() {
             (0..batch.num_rows()).map(move |r| {
                 COLUMNS[1..]
                     .iter()
-                    .map(|f| value_at(column(batch, &format!("t__{f}")), r))
+                    .zip(TYPES)
+                    .map(|(f, ty)| {
+                        let array = column(batch, &format!("t__{f}"));
+                        OutputColumn::new(Target::Feature(ty), array)
+                            .and_then(|c| c.value(r))
+                            .expect("an output value")
+                    })
                     .collect()
             })
         })
@@ -838,56 +849,4 @@ fn every_feature_type_joins_as_serving_reads_it() {
     // Users 0..3 after each version and user 3 after its first (its second
     // is all nulls).
     assert_eq!(joined.iter().filter(|r| r[0] != Value::Null).count(), 7);
-}
-
-/// Row `r` of an output column as a protocol value.
-fn value_at(array: &ArrayRef, r: usize) -> Value {
-    if array.is_null(r) {
-        return Value::Null;
-    }
-    let any = array.as_any();
-    if let Some(a) = any.downcast_ref::<arrow_array::BooleanArray>() {
-        return Value::Bool(a.value(r));
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::Int32Array>() {
-        return Value::Int32(a.value(r));
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::Float32Array>() {
-        return Value::Float32(a.value(r));
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::StringArray>() {
-        return Value::String(a.value(r).to_string());
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::BinaryArray>() {
-        return Value::Bytes(a.value(r).to_vec());
-    }
-    if let Some(a) = any.downcast_ref::<TimestampMicrosecondArray>() {
-        return Value::Timestamp(a.value(r));
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::FixedSizeListArray>() {
-        let v = a.value(r);
-        let f = v.as_primitive::<arrow_array::types::Float32Type>();
-        return Value::Embedding(f.values().to_vec());
-    }
-    if let Some(a) = any.downcast_ref::<arrow_array::ListArray>() {
-        let v = a.value(r);
-        let v = v.as_any();
-        if let Some(i) = v.downcast_ref::<Int64Array>() {
-            return Value::ListInt64(i.values().to_vec());
-        }
-        if let Some(f) = v.downcast_ref::<arrow_array::Float32Array>() {
-            return Value::ListFloat32(f.values().to_vec());
-        }
-        if let Some(s) = v.downcast_ref::<StringArray>() {
-            return Value::ListString(
-                s.iter()
-                    .map(|x| x.unwrap_or_default().to_string())
-                    .collect(),
-            );
-        }
-    }
-    panic!(
-        "an output column of an unexpected type: {:?}",
-        array.data_type()
-    );
 }
