@@ -172,6 +172,9 @@ struct ServeArgs {
     /// Async worker threads (default: one per core).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Let workers float across cores instead of pinning one to each.
+    #[arg(long)]
+    no_pin_workers: bool,
     /// Allow a non-loopback address without tokens.
     #[arg(long)]
     allow_insecure_remote: bool,
@@ -203,6 +206,7 @@ impl ServeArgs {
         c.max_connections = self.max_connections.unwrap_or(c.max_connections);
         c.max_frame_bytes = self.max_frame_bytes.unwrap_or(c.max_frame_bytes);
         c.worker_threads = self.worker_threads.or(c.worker_threads);
+        c.pin_workers &= !self.no_pin_workers;
         c.allow_insecure_remote |= self.allow_insecure_remote;
         Ok(c)
     }

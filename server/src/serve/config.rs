@@ -117,6 +117,8 @@ pub struct ConfigFile {
     pub memtable_mib: Option<usize>,
     /// See [`ServeConfig::worker_threads`].
     pub worker_threads: Option<usize>,
+    /// See [`ServeConfig::pin_workers`].
+    pub pin_workers: Option<bool>,
     /// See [`ServeConfig::allow_insecure_remote`].
     pub allow_insecure_remote: Option<bool>,
     /// See [`ServeConfig::max_concurrent_imports`].
@@ -170,6 +172,9 @@ pub struct ServeConfig {
     pub memtable_mib: Option<usize>,
     /// Async worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
+    /// Pin each worker to a core of its own (when there are cores enough),
+    /// so a woken worker never waits behind a busy one.
+    pub pin_workers: bool,
     /// Allow a non-loopback listen address without tokens.
     pub allow_insecure_remote: bool,
     /// Bulk imports open at once; more are refused with `UNAVAILABLE`.
@@ -203,6 +208,7 @@ impl Default for ServeConfig {
             block_cache_mib: None,
             memtable_mib: None,
             worker_threads: None,
+            pin_workers: true,
             allow_insecure_remote: false,
             max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
             import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
@@ -245,6 +251,7 @@ impl ServeConfig {
             block_cache_mib: file.block_cache_mib,
             memtable_mib: file.memtable_mib,
             worker_threads: file.worker_threads,
+            pin_workers: file.pin_workers.unwrap_or(d.pin_workers),
             allow_insecure_remote: file.allow_insecure_remote.unwrap_or(false),
             max_concurrent_imports: file
                 .max_concurrent_imports
@@ -255,6 +262,13 @@ impl ServeConfig {
             import_sort_mib: file.import_sort_mib,
             bulk_niceness: file.bulk_niceness.unwrap_or(d.bulk_niceness),
             tokens: file.tokens,
+        })
+    }
+
+    /// Async worker threads the runtime gets: the setting, or one per core.
+    pub(crate) fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
 

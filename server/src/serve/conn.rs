@@ -24,7 +24,10 @@
 //! the runtime once it has run [`FAIR_SLICE`] since it last had to wait for
 //! input (refilling its read buffer from bytes already in the socket does
 //! not count as waiting), so a flood on one connection delays the others'
-//! requests by a slice, not by its whole burst.
+//! requests by a slice, not by its whole burst. From then on, until it
+//! waits for input again, it is bursting and passes the
+//! [`burst`](super::burst) gate before each request, so floods on many
+//! connections together keep at most all workers but one.
 //!
 //! Reads run on the async worker (a slate takes microseconds); writes and
 //! registry applies, which wait for fsync, and the long reads of the
@@ -34,6 +37,7 @@
 
 use super::auth::Session;
 use super::bulk;
+use super::burst::releasing_on_wait;
 use super::export::Export;
 use super::import::{self, Imports};
 use super::service::{fail, Failure};
@@ -113,6 +117,10 @@ pub(super) async fn serve(
     let hello_deadline = Instant::now() + frame_timeout;
     let mut stopping = false;
     let mut slice_start = Instant::now();
+    // Bursting: past a whole slice of pipelined requests without waiting
+    // for input; each further request then needs a burst permit.
+    let mut bursting = false;
+    let mut permit = None;
     loop {
         // After shutdown began, requests already received in full are
         // still answered; nothing more is read from the socket.
@@ -127,7 +135,7 @@ pub(super) async fn serve(
         };
         let mut waited = false;
         let first = tokio::select! {
-            r = noting_waits(input.first_byte(wait, &mut conn), &mut waited) => r,
+            r = releasing_on_wait(input.first_byte(wait, &mut conn), &mut permit, &mut waited) => r,
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
                 continue;
@@ -143,6 +151,7 @@ pub(super) async fn serve(
         // not give the worker away).
         if waited {
             slice_start = Instant::now();
+            bursting = false;
         }
         let started = Instant::now();
         let deadline = match conn.session {
@@ -155,23 +164,31 @@ pub(super) async fn serve(
             // Half a header within the deadline: a slow or stalled sender.
             Ok(Err(_)) | Err(_) => break,
         }
-        let next = match conn.read_frame(&header, reader, started, deadline).await {
+        let mut pended = false;
+        let frame = conn.read_frame(&header, reader, started, deadline);
+        let next = match releasing_on_wait(frame, &mut permit, &mut pended).await {
             Ok((h, body)) => {
-                let next = conn.handle(h, &body, Instant::now()).await;
+                if bursting && permit.is_none() {
+                    permit = conn.shared.bursts.enter().await;
+                    slice_start = Instant::now();
+                }
+                let handled = conn.handle(h, &body, Instant::now());
+                let next = releasing_on_wait(handled, &mut permit, &mut pended).await;
                 conn.recycle(body);
                 next
             }
             Err(next) => next,
         };
         let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
-        if conn
-            .flush_unless_pipelining(&mut writer, more_waiting, idle)
+        let flushed = conn.flush_unless_pipelining(&mut writer, more_waiting, idle);
+        if releasing_on_wait(flushed, &mut permit, &mut pended)
             .await
             .is_err()
         {
             break;
         }
         if let Some((id, export)) = conn.export.take() {
+            permit = None;
             if conn
                 .stream_export(id, export, &mut writer, &shutdown, idle)
                 .await
@@ -181,6 +198,7 @@ pub(super) async fn serve(
             }
         }
         if let Next::Close = next {
+            drop(permit.take());
             linger(&mut writer, reader).await;
             break;
         }
@@ -188,6 +206,8 @@ pub(super) async fn serve(
         // socket, so without this a pipelined flood would keep the worker
         // (and every other connection on it) for its whole burst.
         if more_waiting && slice_start.elapsed() >= FAIR_SLICE {
+            bursting = true;
+            permit = None;
             tokio::task::yield_now().await;
             slice_start = Instant::now();
         }
@@ -198,20 +218,6 @@ pub(super) async fn serve(
     if let Some(peer) = peer {
         tracing::debug!(%peer, "connection closed");
     }
-}
-
-/// Runs `fut`, setting `*waited` if it ever returned `Pending`, that is if
-/// the task gave its worker to others while it ran.
-async fn noting_waits<F: std::future::Future>(fut: F, waited: &mut bool) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let poll = fut.as_mut().poll(cx);
-        if poll.is_pending() {
-            *waited = true;
-        }
-        poll
-    })
-    .await
 }
 
 /// The connection's input: buffered while the client is active, bare (no

@@ -14,6 +14,7 @@
 
 mod auth;
 mod bulk;
+mod burst;
 mod columns;
 mod config;
 mod conn;
@@ -21,6 +22,7 @@ mod export;
 mod http;
 mod import;
 mod metrics;
+mod pinning;
 mod service;
 mod slate;
 mod write;
@@ -90,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) log: RateLimitedLog,
     pub(crate) import_slots: std::sync::Arc<import::ImportSlots>,
+    /// Workers pipelined bursts may occupy at once.
+    pub(crate) bursts: burst::BurstGate,
 }
 
 /// Warnings about client mistakes, at most [`LOG_BURST`] per second, so a
@@ -143,8 +147,15 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     raise_fd_limit(config.max_connections);
     let shared = Arc::new(open(config)?);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = shared.config.worker_threads {
-        builder.worker_threads(n);
+    let workers = shared.config.workers();
+    builder.worker_threads(workers);
+    if let Some(pinning) = shared
+        .config
+        .pin_workers
+        .then(|| pinning::WorkerPinning::new(workers))
+        .flatten()
+    {
+        builder.on_thread_park(move || pinning.place_current_worker());
     }
     let runtime = builder
         .enable_all()
@@ -190,6 +201,7 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
         metrics: Metrics::new().map_err(|e| ServeError::Other(format!("metrics: {e}")))?,
         log: RateLimitedLog::new(),
         import_slots: import::ImportSlots::new(config.max_concurrent_imports),
+        bursts: burst::BurstGate::new(config.workers()),
         config,
         service,
     })
