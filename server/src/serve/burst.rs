@@ -73,7 +73,10 @@ mod tests {
         let mut permit = gate.enter().await;
         let mut waited = false;
         releasing_on_wait(async {}, &mut permit, &mut waited).await;
-        assert!(permit.is_some() && !waited, "a ready future keeps the permit");
+        assert!(
+            permit.is_some() && !waited,
+            "a ready future keeps the permit"
+        );
         releasing_on_wait(tokio::task::yield_now(), &mut permit, &mut waited).await;
         assert!(permit.is_none() && waited, "a pending future releases it");
         assert_eq!(gate.permits.available_permits(), 1);
