@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tessera_protocol::{
-    ErrorCode, FrameHeader, Put, PutRow, SlatePart, SlateRequest, Value, HEADER_LEN,
+    encode_request, ErrorCode, FrameHeader, Hello, Put, PutRow, Request, SlatePart, SlateRequest,
+    Value, HEADER_LEN,
 };
 
 /// Sends `bytes` on a fresh connection; returns what came back before the
@@ -128,4 +129,64 @@ fn replies_over_the_frame_limit_and_repeated_features_are_refused_early() {
     let kib = server.status_kib("VmHWM");
     assert!(kib < 512 * 1024, "peak RSS {kib} KiB");
     assert!(c.get_slate(&slate(vec!["clicks_1h".into()], 10)).is_ok());
+}
+
+/// A `HELLO` followed by `n` pipelined `PING`s, as one buffer.
+fn hello_and_pings(n: usize) -> Vec<u8> {
+    let hello = Request::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        client: "flood".into(),
+        token: String::new(),
+    });
+    let mut out = Vec::new();
+    encode_request(0, &hello, &mut out).expect("encode");
+    for id in 1..=n as u64 {
+        encode_request(id, &Request::Ping(b"flood".to_vec()), &mut out).expect("encode");
+    }
+    out
+}
+
+/// Reads `n` whole frames from `s`.
+fn read_frames(s: &mut TcpStream, n: usize) {
+    for _ in 0..n {
+        let mut h = [0u8; HEADER_LEN];
+        s.read_exact(&mut h).expect("reply header");
+        let len = u32::from_le_bytes([h[16], h[17], h[18], h[19]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).expect("reply body");
+    }
+}
+
+#[test]
+fn a_flood_stalled_mid_frame_does_not_hold_up_another_flood() {
+    // Two workers: the burst gate then has a single permit, which the
+    // stalled flood must give back while it waits for the rest of a frame.
+    let server = TestServer::start(Some("worker_threads = 2\n"));
+    const PINGS: usize = 5_000;
+    let mut stalled = TcpStream::connect(server.addr).expect("connect");
+    let mut burst = hello_and_pings(PINGS);
+    burst.extend_from_slice(&frame(0x02, 5, b"flood")[..HEADER_LEN / 2]);
+    stalled.write_all(&burst).expect("send");
+    // Its pings are answered; then it waits for the half header's rest.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    read_frames(&mut stalled, 1 + PINGS);
+
+    let mut other = TcpStream::connect(server.addr).expect("connect");
+    other
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    other.write_all(&hello_and_pings(PINGS)).expect("send");
+    read_frames(&mut other, 1 + PINGS);
+    // Held shut, the gate would open only when the stalled frame's 10 s
+    // deadline closes its connection.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the second flood took {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
 }

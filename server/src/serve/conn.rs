@@ -3,7 +3,7 @@
 //! Requests on a connection are read and executed one after another;
 //! clients pipeline by sending more before the replies arrive. Replies are
 //! built in one output buffer and written straight from it (no second copy)
-//! when no further request is already buffered or the buffer passes
+//! when no further whole request is already buffered or the buffer passes
 //! [`WRITE_BATCH_BYTES`], so a pipelined burst costs few writes. Memory per
 //! connection is bounded: one request body (at most the frame limit), the
 //! output buffer (a batch plus one reply, refused past the frame limit) and
@@ -158,13 +158,17 @@ pub(super) async fn serve(
             None => hello_deadline,
             Some(_) => started + frame_timeout,
         };
+        // Waits below (for the rest of a frame, for the socket to take
+        // replies, for a write's fsync) give back a burst permit, so a
+        // bursting client that stalls cannot hold the gate shut.
+        let mut pended = false;
         let mut header = [0u8; HEADER_LEN];
-        match tokio::time::timeout_at(deadline.into(), reader.read_exact(&mut header)).await {
+        let header_read = tokio::time::timeout_at(deadline.into(), reader.read_exact(&mut header));
+        match releasing_on_wait(header_read, &mut permit, &mut pended).await {
             Ok(Ok(_)) => {}
             // Half a header within the deadline: a slow or stalled sender.
             Ok(Err(_)) | Err(_) => break,
         }
-        let mut pended = false;
         let frame = conn.read_frame(&header, reader, started, deadline);
         let next = match releasing_on_wait(frame, &mut permit, &mut pended).await {
             Ok((h, body)) => {
@@ -179,7 +183,9 @@ pub(super) async fn serve(
             }
             Err(next) => next,
         };
-        let more_waiting = !reader.buffer().is_empty() && !matches!(next, Next::Close);
+        // Only a whole buffered frame counts: replies must not wait while
+        // the rest of a frame is still to arrive.
+        let more_waiting = holds_complete_frame(reader.buffer()) && !matches!(next, Next::Close);
         let flushed = conn.flush_unless_pipelining(&mut writer, more_waiting, idle);
         if releasing_on_wait(flushed, &mut permit, &mut pended)
             .await
