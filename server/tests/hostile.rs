@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{server_code as code, TestServer};
+use common::{hello_frame, server_code as code, TestServer};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tessera_protocol::{
-    encode_request, ErrorCode, FrameHeader, Hello, Put, PutRow, Request, SlatePart, SlateRequest,
-    Value, HEADER_LEN,
+    encode_request, ErrorCode, FrameHeader, Put, PutRow, Request, SlatePart, SlateRequest, Value,
+    HEADER_LEN,
 };
 
 /// Sends `bytes` on a fresh connection; returns what came back before the
@@ -133,14 +133,7 @@ fn replies_over_the_frame_limit_and_repeated_features_are_refused_early() {
 
 /// A `HELLO` followed by `n` pipelined `PING`s, as one buffer.
 fn hello_and_pings(n: usize) -> Vec<u8> {
-    let hello = Request::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        client: "flood".into(),
-        token: String::new(),
-    });
-    let mut out = Vec::new();
-    encode_request(0, &hello, &mut out).expect("encode");
+    let mut out = hello_frame();
     for id in 1..=n as u64 {
         encode_request(id, &Request::Ping(b"flood".to_vec()), &mut out).expect("encode");
     }

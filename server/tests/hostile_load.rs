@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{hello_frame, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::io::{ErrorKind, Read, Write};
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_protocol::{
-    encode_request, flags, ErrorCode, FrameHeader, Hello, Opcode, Put, PutRow, Request, SlatePart,
+    encode_request, flags, ErrorCode, FrameHeader, Opcode, Put, PutRow, Request, SlatePart,
     SlateRequest, Value, HEADER_LEN,
 };
 
@@ -35,18 +35,6 @@ const FLOOD: usize = 5_000;
 const RSS_BOUND_KIB: u64 = 768 * 1024;
 const USERS: i64 = 100;
 const ARTICLES: i64 = 100;
-
-fn hello_frame() -> Vec<u8> {
-    let mut out = Vec::new();
-    let hello = Request::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        client: "hostile-load".into(),
-        token: String::new(),
-    });
-    encode_request(0, &hello, &mut out).expect("encode");
-    out
-}
 
 fn slate(rng: &mut StdRng) -> SlateRequest {
     SlateRequest {

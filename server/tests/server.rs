@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{now_us, server_code, TestServer, DAY_US};
+use common::{hello_frame, now_us, server_code, TestServer, DAY_US};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tessera_protocol::{
-    encode_request, Delete, ErrorCode, FrameHeader, Hello, Put, PutRow, Request, SlatePart,
-    SlateRequest, Value, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, MAGIC,
+    encode_request, Delete, ErrorCode, FrameHeader, Put, PutRow, Request, SlatePart, SlateRequest,
+    Value, DEFAULT_MAX_FRAME_BYTES, HEADER_LEN, MAGIC,
 };
 
 /// A `user_features` put of `ids`, with clicks_1h = id * 10 + version.
@@ -239,18 +239,6 @@ fn raw_exchange(server: &TestServer, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     out
-}
-
-fn hello_frame() -> Vec<u8> {
-    let mut f = Vec::new();
-    let hello = Request::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        client: "raw".into(),
-        token: String::new(),
-    });
-    encode_request(1, &hello, &mut f).expect("encode");
-    f
 }
 
 /// The error code of the first frame in `bytes`.

@@ -37,23 +37,24 @@ impl BurstGate {
     }
 }
 
-/// Runs `fut`; the first time it has to wait, `permit` is given back and
-/// `*waited` is set.
+/// Runs `fut`; the first time it has to wait, `permit` is given back.
+/// Also returns whether it waited.
 pub(crate) async fn releasing_on_wait<F: Future>(
     fut: F,
     permit: &mut Option<OwnedSemaphorePermit>,
-    waited: &mut bool,
-) -> F::Output {
+) -> (F::Output, bool) {
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
+    let mut waited = false;
+    let output = std::future::poll_fn(|cx| {
         let poll = fut.as_mut().poll(cx);
         if poll.is_pending() {
-            *waited = true;
+            waited = true;
             permit.take();
         }
         poll
     })
-    .await
+    .await;
+    (output, waited)
 }
 
 #[cfg(test)]
@@ -71,13 +72,12 @@ mod tests {
     async fn a_wait_gives_the_permit_back() {
         let gate = BurstGate::new(2);
         let mut permit = gate.enter().await;
-        let mut waited = false;
-        releasing_on_wait(async {}, &mut permit, &mut waited).await;
+        let ((), waited) = releasing_on_wait(async {}, &mut permit).await;
         assert!(
             permit.is_some() && !waited,
             "a ready future keeps the permit"
         );
-        releasing_on_wait(tokio::task::yield_now(), &mut permit, &mut waited).await;
+        let ((), waited) = releasing_on_wait(tokio::task::yield_now(), &mut permit).await;
         assert!(permit.is_none() && waited, "a pending future releases it");
         assert_eq!(gate.permits.available_permits(), 1);
     }

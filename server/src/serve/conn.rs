@@ -133,9 +133,8 @@ pub(super) async fn serve(
             None => hello_deadline.saturating_duration_since(Instant::now()),
             Some(_) => idle,
         };
-        let mut waited = false;
-        let first = tokio::select! {
-            r = releasing_on_wait(input.first_byte(wait, &mut conn), &mut permit, &mut waited) => r,
+        let (first, waited) = tokio::select! {
+            r = releasing_on_wait(input.first_byte(wait, &mut conn), &mut permit) => r,
             _ = shutdown.changed(), if !stopping => {
                 stopping = true;
                 continue;
@@ -161,23 +160,22 @@ pub(super) async fn serve(
         // Waits below (for the rest of a frame, for the socket to take
         // replies, for a write's fsync) give back a burst permit, so a
         // bursting client that stalls cannot hold the gate shut.
-        let mut pended = false;
         let mut header = [0u8; HEADER_LEN];
         let header_read = tokio::time::timeout_at(deadline.into(), reader.read_exact(&mut header));
-        match releasing_on_wait(header_read, &mut permit, &mut pended).await {
+        match releasing_on_wait(header_read, &mut permit).await.0 {
             Ok(Ok(_)) => {}
             // Half a header within the deadline: a slow or stalled sender.
             Ok(Err(_)) | Err(_) => break,
         }
         let frame = conn.read_frame(&header, reader, started, deadline);
-        let next = match releasing_on_wait(frame, &mut permit, &mut pended).await {
+        let next = match releasing_on_wait(frame, &mut permit).await.0 {
             Ok((h, body)) => {
                 if bursting && permit.is_none() {
                     permit = conn.shared.bursts.enter().await;
                     slice_start = Instant::now();
                 }
                 let handled = conn.handle(h, &body, Instant::now());
-                let next = releasing_on_wait(handled, &mut permit, &mut pended).await;
+                let (next, _) = releasing_on_wait(handled, &mut permit).await;
                 conn.recycle(body);
                 next
             }
@@ -187,10 +185,7 @@ pub(super) async fn serve(
         // the rest of a frame is still to arrive.
         let more_waiting = holds_complete_frame(reader.buffer()) && !matches!(next, Next::Close);
         let flushed = conn.flush_unless_pipelining(&mut writer, more_waiting, idle);
-        if releasing_on_wait(flushed, &mut permit, &mut pended)
-            .await
-            .is_err()
-        {
+        if releasing_on_wait(flushed, &mut permit).await.0.is_err() {
             break;
         }
         if let Some((id, export)) = conn.export.take() {

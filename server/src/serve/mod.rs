@@ -145,16 +145,16 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
 pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     raise_fd_limit(config.max_connections);
-    let shared = Arc::new(open(config)?);
+    let workers = config.workers();
+    let shared = Arc::new(open(config, workers)?);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let workers = shared.config.workers();
     builder.worker_threads(workers);
-    if let Some(pinning) = shared
-        .config
-        .pin_workers
-        .then(|| pinning::WorkerPinning::new(workers))
-        .flatten()
-    {
+    let pinning = if shared.config.pin_workers {
+        pinning::WorkerPinning::new(workers)
+    } else {
+        None
+    };
+    if let Some(pinning) = pinning {
         builder.on_thread_park(move || pinning.place_current_worker());
     }
     let runtime = builder
@@ -174,8 +174,9 @@ pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Opens the engine and the registry.
-fn open(config: ServeConfig) -> Result<Shared, ServeError> {
+/// Opens the engine and the registry; `workers` (the runtime's) sizes the
+/// burst gate.
+fn open(config: ServeConfig, workers: usize) -> Result<Shared, ServeError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("creating {}", config.data_dir.display())))?;
     let registry = RegistryStore::open(config.data_dir.join(REGISTRY_DIR))?;
@@ -201,7 +202,7 @@ fn open(config: ServeConfig) -> Result<Shared, ServeError> {
         metrics: Metrics::new().map_err(|e| ServeError::Other(format!("metrics: {e}")))?,
         log: RateLimitedLog::new(),
         import_slots: import::ImportSlots::new(config.max_concurrent_imports),
-        bursts: burst::BurstGate::new(config.workers()),
+        bursts: burst::BurstGate::new(workers),
         config,
         service,
     })

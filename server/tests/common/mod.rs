@@ -8,7 +8,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use tessera_protocol::{Client, ClientError, ClientOptions, ErrorCode, SpecFile};
+use tessera_protocol::{
+    encode_request, Client, ClientError, ClientOptions, ErrorCode, Hello, Request, SpecFile,
+};
+
+/// A `HELLO` frame (request id 0, no token), for tests that speak raw
+/// bytes.
+pub fn hello_frame() -> Vec<u8> {
+    let hello = Request::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        client: "raw-test".into(),
+        token: String::new(),
+    });
+    let mut out = Vec::new();
+    encode_request(0, &hello, &mut out).expect("encode");
+    out
+}
 
 /// A day, µs.
 pub const DAY_US: i64 = 86_400_000_000;
