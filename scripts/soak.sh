@@ -17,7 +17,11 @@
 #     panic in its log.
 #
 #   scripts/soak.sh [--minutes N] [--seconds N] [--users N] [--articles N]
-#                   [--out DIR] [-- SOAK-FLAGS...]
+#                   [--out DIR] [--features LIST] [-- SOAK-FLAGS...]
+#
+# --features builds the server with those cargo features, e.g.
+# `--features heap-stats` for a server that logs its live heap bytes every
+# 10 s into server.log, to set against the RSS in the series.
 #
 # Default 30 minutes. The series (CSV), the summary (JSON) and the server's
 # log go to --out (default target/soak/<date>-<time>/). Flags after `--` go
@@ -30,8 +34,9 @@ seconds=
 users=200000
 articles=50000
 out=
+features=
 extra=()
-usage="usage: $0 [--minutes N] [--seconds N] [--users N] [--articles N] [--out DIR] [-- SOAK-FLAGS...]"
+usage="usage: $0 [--minutes N] [--seconds N] [--users N] [--articles N] [--out DIR] [--features LIST] [-- SOAK-FLAGS...]"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
@@ -39,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --users) users="$2"; shift 2 ;;
     --articles) articles="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --features) features="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
@@ -47,7 +53,8 @@ out=${out:-target/soak/$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 if [[ -n $seconds ]]; then length=(--seconds "$seconds"); else length=(--minutes "$minutes"); fi
 
-cargo build --release -q -p tessera-server -p tessera-bench
+cargo build --release -q -p tessera-server ${features:+--features "$features"}
+cargo build --release -q -p tessera-bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/tessera-soak.XXXXXX")
 # Run copies: a rebuild in this tree during a long run cannot swap the
 # binaries under it (`tessera-bench soak` imports with the `tessera` next

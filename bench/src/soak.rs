@@ -20,10 +20,12 @@
 //! when the memtables' bytes drop (a flushed memtable freed), compactions
 //! when a level below 0 changes or level 0 loses files (both lower bounds:
 //! two events between scrapes count once). Each sample records the
-//! server's RSS (`VmRSS`), memtable and block-cache bytes, block-cache
-//! misses/s, slate p50/p99/max over the interval, slates/s,
-//! writes/s, errors, SSTs per level, flushes, compactions and imports, as a
-//! CSV line (`--out`); the summary goes to stdout and as JSON next to it.
+//! server's RSS (`VmRSS`, and its anonymous part), memtable and
+//! block-cache bytes, block-cache misses/s, slate p50/p99/max over the
+//! interval, slates/s, writes/s, errors, SSTs (count and bytes) and the
+//! heap they keep loaded, the hash index's bytes, flushes, compactions and
+//! imports, as a CSV line (`--out`); the summary goes to stdout and as JSON
+//! next to it.
 //!
 //! Verdict: **fail** on any error (a failed slate, write or import, an
 //! error counted in the server's `errors_total`, the engine turning
@@ -169,14 +171,22 @@ pub struct Sample {
     pub compactions: u64,
     /// Imports completed so far.
     pub imports: u64,
+    /// The anonymous part of `rss_kib` (the heap, not mapped files), KiB.
+    pub rss_anon_kib: u64,
+    /// Bytes of SST files.
+    pub sst_bytes: u64,
+    /// Heap bytes the live SSTs keep loaded (indexes, bloom filters).
+    pub table_memory_bytes: u64,
+    /// Heap bytes of the hash index.
+    pub index_bytes: u64,
 }
 
-const CSV_HEADER: &str = "elapsed_s,rss_kib,memtable_bytes,block_cache_bytes,cache_misses_per_s,slates,slates_per_s,p50_us,p99_us,max_us,writes_per_s,errors,ssts,ssts_l0,compaction_backlog_bytes,flushes,compactions,imports";
+const CSV_HEADER: &str = "elapsed_s,rss_kib,memtable_bytes,block_cache_bytes,cache_misses_per_s,slates,slates_per_s,p50_us,p99_us,max_us,writes_per_s,errors,ssts,ssts_l0,compaction_backlog_bytes,flushes,compactions,imports,rss_anon_kib,sst_bytes,table_memory_bytes,index_bytes";
 
 impl Sample {
     fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{:.1},{},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{:.1},{},{:.1},{:.1},{:.1},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{},{}",
             self.elapsed_s,
             self.rss_kib,
             self.memtable_bytes,
@@ -194,7 +204,11 @@ impl Sample {
             self.compaction_backlog_bytes,
             self.flushes,
             self.compactions,
-            self.imports
+            self.imports,
+            self.rss_anon_kib,
+            self.sst_bytes,
+            self.table_memory_bytes,
+            self.index_bytes
         )
     }
 }
@@ -673,6 +687,10 @@ fn sample(
                 flushes,
                 compactions,
                 imports: locked(&shared.imports).len() as u64,
+                rss_anon_kib: proc_status_kib(args.server_pid, "RssAnon:").unwrap_or(0),
+                sst_bytes: prev.level_bytes.iter().sum(),
+                table_memory_bytes: prev.table_memory_bytes,
+                index_bytes: prev.index_bytes,
             };
             written_before = written;
             misses_before = prev.cache_misses;
@@ -860,10 +878,15 @@ fn print_summary(s: &Summary, json: &Path) {
 
 /// The server's `VmRSS`, KiB; `None` once it is gone (or a zombie).
 fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// The KiB figure of `field` (with its colon) in `/proc/<pid>/status`.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -873,6 +896,8 @@ struct Scrape {
     memtable_bytes: u64,
     block_cache_bytes: u64,
     compaction_backlog_bytes: u64,
+    table_memory_bytes: u64,
+    index_bytes: u64,
     /// Block-cache misses since the server started.
     cache_misses: u64,
     /// SSTs per level, and their bytes.
@@ -936,6 +961,8 @@ fn parse_metrics(body: &str) -> Scrape {
             "tessera_engine_block_cache_bytes" => s.block_cache_bytes = v,
             "tessera_engine_compaction_backlog_bytes" => s.compaction_backlog_bytes = v,
             "tessera_engine_read_only" => s.read_only = v != 0,
+            "tessera_engine_table_memory_bytes" => s.table_memory_bytes = v,
+            "tessera_engine_index_bytes" => s.index_bytes = v,
             "tessera_engine_block_cache_misses_total" => s.cache_misses = v,
             "tessera_errors_total" => s.errors += v,
             "tessera_engine_ssts" => {
@@ -997,8 +1024,10 @@ mod tests {
             "# HELP x\ntessera_engine_ssts{level=\"0\"} 3\ntessera_engine_ssts{level=\"2\"} 5\n\
             tessera_engine_level_bytes{level=\"2\"} 1000\ntessera_engine_memtable_bytes 4096\n\
             tessera_errors_total{op=\"put\",code=\"validation\"} 2\n\
-            tessera_errors_total{op=\"get\",code=\"not_found\"} 1\ntessera_engine_read_only 0\n";
+            tessera_errors_total{op=\"get\",code=\"not_found\"} 1\ntessera_engine_read_only 0\n\
+            tessera_engine_table_memory_bytes 777\ntessera_engine_index_bytes 555\n";
         let s = parse_metrics(body);
+        assert_eq!((s.table_memory_bytes, s.index_bytes), (777, 555));
         assert_eq!(s.ssts, vec![3, 0, 5]);
         assert_eq!(s.level_bytes, vec![0, 0, 1000]);
         assert_eq!((s.memtable_bytes, s.errors, s.read_only), (4096, 3, false));

@@ -13,9 +13,100 @@
 //! faulted in and zeroed again by the kernel for the next chunk (0.3 s of
 //! a 1M-row pit-join's 1.5 s, docs/benchmarks.md), so they keep it.
 
-#[cfg(feature = "mimalloc")]
+#[cfg(all(feature = "mimalloc", not(feature = "heap-stats")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static GLOBAL: live::Counting = live::Counting;
+
+/// With the `heap-stats` feature: the allocator (mimalloc or the system's)
+/// behind a count of the bytes allocated and not yet freed, which the
+/// server logs every [`live::LOG_EVERY`]. Set against the process's RSS,
+/// it tells memory in use from memory the allocator holds. One atomic add
+/// per allocation and per free, so a diagnosis build only.
+#[cfg(feature = "heap-stats")]
+mod live {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[cfg(feature = "mimalloc")]
+    const INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+    #[cfg(not(feature = "mimalloc"))]
+    const INNER: std::alloc::System = std::alloc::System;
+
+    /// How often the live bytes are logged.
+    pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the inner allocator;
+    // the counter is only arithmetic on the sizes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let p = unsafe { INNER.alloc(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let p = unsafe { INNER.alloc_zeroed(layout) };
+            if !p.is_null() {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            // SAFETY: the caller's contract, passed on.
+            unsafe { INNER.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: the caller's contract, passed on.
+            let p = unsafe { INNER.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                LIVE.fetch_add(new_size, Ordering::Relaxed);
+                LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            }
+            p
+        }
+    }
+
+    /// Logs the live bytes to stderr every [`LOG_EVERY`], from a thread of
+    /// its own.
+    pub fn start_logging() {
+        let spawned = std::thread::Builder::new()
+            .name("heap-stats".into())
+            .spawn(|| loop {
+                std::thread::sleep(LOG_EVERY);
+                let kib = LIVE.load(Ordering::Relaxed) >> 10;
+                let unix_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                eprintln!("heap-stats: unix_s {unix_s} live_kib {kib}");
+            });
+        if let Err(e) = spawned {
+            eprintln!("heap-stats: no logging thread: {e}");
+        }
+    }
+}
+
+/// Starts logging the live heap bytes (the `heap-stats` feature); without
+/// the feature, nothing.
+pub fn log_live_heap() {
+    #[cfg(feature = "heap-stats")]
+    live::start_logging();
+}
 
 /// mimalloc's `mi_option_purge_delay` in the v3 `mi_option_t` enumeration
 /// (`mimalloc.h`) that `libmimalloc-sys` 0.1.49 builds; its bindings name

@@ -250,7 +250,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
+    if matches!(cli.command, Command::Serve(_)) {
+        allocator::log_live_heap();
+    } else {
         allocator::keep_freed_memory();
     }
     if let Err(e) = run(cli.command) {

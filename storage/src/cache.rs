@@ -159,6 +159,11 @@ impl BlockSlots {
         Arc::new(BlockSlots { slots })
     }
 
+    /// Heap bytes of the slots (not of the blocks they hold).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.slots)
+    }
+
     /// Starts loading the slot of block `idx` into the CPU cache.
     #[inline]
     pub(crate) fn prefetch(&self, idx: u32) {

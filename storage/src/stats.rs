@@ -56,6 +56,9 @@ pub struct EngineStats {
     /// Estimated bytes compaction still has to rewrite to bring every level
     /// within its target.
     pub compaction_backlog_bytes: u64,
+    /// Heap bytes the live SSTs keep loaded: indexes, bloom filters and
+    /// the like ([`crate::sstable::Table::memory_bytes`]); grows with the data.
+    pub table_memory_bytes: u64,
     /// Entities in the hash index.
     pub index_entities: u64,
     /// Heap bytes held by the hash index.
@@ -121,6 +124,12 @@ impl Engine {
         for level in 0..NUM_LEVELS {
             s.ssts_per_level[level] = view.version.level(level).len() as u64;
             s.bytes_per_level[level] = view.version.level_bytes(level);
+            s.table_memory_bytes += view
+                .version
+                .level(level)
+                .iter()
+                .map(|h| h.table.memory_bytes() as u64)
+                .sum::<u64>();
         }
         s.compaction_backlog_bytes = inner.compaction_backlog(&view.version);
         let bg = inner.bg.lock();

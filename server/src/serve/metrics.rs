@@ -56,6 +56,8 @@ struct EngineGauges {
     cache_misses: IntCounter,
     cache_bytes: IntGauge,
     index_entities: IntGauge,
+    index_bytes: IntGauge,
+    table_memory_bytes: IntGauge,
     read_only: IntGauge,
 }
 
@@ -277,6 +279,11 @@ impl EngineGauges {
             )?,
             cache_bytes: gauge("engine_block_cache_bytes", "Bytes of cached blocks.")?,
             index_entities: gauge("engine_index_entities", "Entities in the hash index.")?,
+            index_bytes: gauge("engine_index_bytes", "Heap bytes of the hash index.")?,
+            table_memory_bytes: gauge(
+                "engine_table_memory_bytes",
+                "Heap bytes the live SSTs keep loaded (indexes, bloom filters), cached blocks aside.",
+            )?,
             read_only: gauge(
                 "engine_read_only",
                 "1 if the engine refuses writes after a failure.",
@@ -303,6 +310,8 @@ impl EngineGauges {
         advance(&self.cache_misses, s.block_cache_misses);
         set(&self.cache_bytes, s.block_cache_bytes);
         set(&self.index_entities, s.index_entities);
+        set(&self.index_bytes, s.index_bytes);
+        set(&self.table_memory_bytes, s.table_memory_bytes);
         self.read_only.set(i64::from(s.read_only));
     }
 }

@@ -319,6 +319,7 @@ impl Service {
             "compaction_backlog_bytes": s.compaction_backlog_bytes,
             "index_entities": s.index_entities,
             "index_bytes": s.index_bytes,
+            "table_memory_bytes": s.table_memory_bytes,
             "block_cache_hits": s.block_cache_hits,
             "block_cache_misses": s.block_cache_misses,
             "block_cache_bytes": s.block_cache_bytes,

@@ -76,6 +76,11 @@ fn first_probe_hash(d: Digest) -> u32 {
 }
 
 impl Bloom {
+    /// Heap bytes of the filter's bits.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.lines.capacity() * std::mem::size_of::<Line>()
+    }
+
     /// A filter holding `digests`, sized for `bits_per_key` (0 disables it).
     pub(crate) fn build<I>(digests: I, bits_per_key: u32) -> Bloom
     where

@@ -154,6 +154,12 @@ impl BlockIndex {
         COUNT_LEN + blocks as usize * (RECORD_FIXED_LEN + MAX_KEY_LEN)
     }
 
+    /// Heap bytes of the records (not of the index block their keys point
+    /// into).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<IndexEntry>()
+    }
+
     /// Number of data blocks.
     #[inline]
     pub(crate) fn len(&self) -> u32 {

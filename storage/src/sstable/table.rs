@@ -54,6 +54,9 @@ pub struct Table {
     bloom: Bloom,
     keydir: BlockHandle,
     key_count: u64,
+    /// Heap bytes of what opening the table loaded (see
+    /// [`Table::memory_bytes`]).
+    memory_bytes: usize,
 }
 
 impl Table {
@@ -97,20 +100,36 @@ impl Table {
         let bloom_max = Bloom::max_encoded_len(props.key_count);
         let bloom_bytes = read_meta(&*file, path, footer.bloom, bloom_max)?;
         let bloom = Bloom::decode(&bloom_bytes, path, footer.bloom.offset)?;
+        let slots = BlockSlots::new(index.len());
+        let last_fps = index.last_fingerprints();
+        // The index's keys are slices of its decoded block, which it keeps.
+        let memory_bytes = index_bytes.len()
+            + index.heap_bytes()
+            + bloom.heap_bytes()
+            + slots.heap_bytes()
+            + std::mem::size_of_val(&*last_fps);
 
         Ok(Arc::new(Table {
             file_no,
             path: Arc::from(path),
             file,
             cache,
-            slots: BlockSlots::new(index.len()),
-            last_fps: index.last_fingerprints(),
+            slots,
+            last_fps,
             summary: props.to_summary(file_no, file_len),
             index,
             bloom,
             keydir: footer.keydir,
             key_count: props.key_count,
+            memory_bytes,
         }))
+    }
+
+    /// Heap bytes the open table holds whatever is cached: its index (with
+    /// the decoded index block its keys point into), bloom filter, block
+    /// fingerprints and cache slots. Cached blocks are the cache's.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes
     }
 
     /// The engine's number for this file.
@@ -994,6 +1013,33 @@ mod tests {
         assert!(t.key_directory().unwrap().is_empty());
         assert!(!t.may_contain(Digest::of(42, 0, b"")));
         assert!(matches!(t.block(0), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn memory_bytes_counts_what_opening_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<Entry> = (0..2_000u32)
+            .map(|i| put(0, &i.to_be_bytes(), 1, u64::from(i), &[7u8; 40]))
+            .collect();
+        let (path, summary, _) = build(dir.path(), "m.sst", &entries, small_blocks(512));
+        let t = open(&path).unwrap();
+        let blocks = summary.data_blocks as usize;
+        assert!(blocks > 100, "{blocks} blocks");
+        // At least one index record, slot and fingerprint per block and ten
+        // filter bits per key; no more than the file's own size on top.
+        let floor = blocks
+            * (std::mem::size_of::<super::super::index::IndexEntry>()
+                + std::mem::size_of::<usize>()
+                + 2)
+            + 2_000 * 10 / 8;
+        let file_len = std::fs::metadata(&path).unwrap().len() as usize;
+        let m = t.memory_bytes();
+        assert!(
+            m >= floor && m <= floor + file_len,
+            "{m} bytes, floor {floor}"
+        );
+        let (empty, _, _) = build(dir.path(), "e.sst", &[], small_blocks(512));
+        assert!(open(&empty).unwrap().memory_bytes() < 1_024);
     }
 
     fn data_block_kinds(t: &Table) -> Vec<u8> {
