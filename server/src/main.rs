@@ -175,6 +175,10 @@ struct ServeArgs {
     /// Let workers float across cores instead of pinning one to each.
     #[arg(long)]
     no_pin_workers: bool,
+    /// Let the process use transparent huge pages (off by default: they
+    /// make memory the allocator freed resident again).
+    #[arg(long)]
+    huge_pages: bool,
     /// Allow a non-loopback address without tokens.
     #[arg(long)]
     allow_insecure_remote: bool,
@@ -207,6 +211,7 @@ impl ServeArgs {
         c.max_frame_bytes = self.max_frame_bytes.unwrap_or(c.max_frame_bytes);
         c.worker_threads = self.worker_threads.or(c.worker_threads);
         c.pin_workers &= !self.no_pin_workers;
+        c.huge_pages |= self.huge_pages;
         c.allow_insecure_remote |= self.allow_insecure_remote;
         Ok(c)
     }

@@ -612,3 +612,30 @@ fn a_remote_address_without_tokens_is_refused_at_startup() {
     );
     assert!(!tmp.path().join("data").exists(), "nothing was created");
 }
+
+/// Mappings of the server that the kernel may back with transparent huge
+/// pages.
+fn thp_eligible_mappings(server: &TestServer) -> usize {
+    let smaps =
+        std::fs::read_to_string(format!("/proc/{}/smaps", server.child.id())).expect("smaps");
+    smaps
+        .lines()
+        .filter_map(|l| l.strip_prefix("THPeligible:"))
+        .filter(|v| v.trim() == "1")
+        .count()
+}
+
+#[test]
+fn the_server_runs_without_transparent_huge_pages_unless_asked() {
+    let plain = TestServer::start(None);
+    assert_eq!(thp_eligible_mappings(&plain), 0);
+    drop(plain);
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.is_empty() || thp.contains("[never]") {
+        return; // the kernel offers none to ask for
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let asked = TestServer::start_in(tmp.path(), None, &["--huge-pages"]);
+    assert!(thp_eligible_mappings(&asked) > 0);
+}

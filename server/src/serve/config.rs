@@ -119,6 +119,8 @@ pub struct ConfigFile {
     pub worker_threads: Option<usize>,
     /// See [`ServeConfig::pin_workers`].
     pub pin_workers: Option<bool>,
+    /// See [`ServeConfig::huge_pages`].
+    pub huge_pages: Option<bool>,
     /// See [`ServeConfig::allow_insecure_remote`].
     pub allow_insecure_remote: Option<bool>,
     /// See [`ServeConfig::max_concurrent_imports`].
@@ -175,6 +177,10 @@ pub struct ServeConfig {
     /// Pin each worker to a core of its own (when there are cores enough),
     /// so a woken worker never waits behind a busy one.
     pub pin_workers: bool,
+    /// Let the process use transparent huge pages. Off by default: the
+    /// kernel would make memory the allocator freed resident again, and
+    /// the RSS would grow with no more memory in use (see `huge_pages.rs`).
+    pub huge_pages: bool,
     /// Allow a non-loopback listen address without tokens.
     pub allow_insecure_remote: bool,
     /// Bulk imports open at once; more are refused with `UNAVAILABLE`.
@@ -209,6 +215,7 @@ impl Default for ServeConfig {
             memtable_mib: None,
             worker_threads: None,
             pin_workers: true,
+            huge_pages: false,
             allow_insecure_remote: false,
             max_concurrent_imports: DEFAULT_MAX_CONCURRENT_IMPORTS,
             import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
@@ -252,6 +259,7 @@ impl ServeConfig {
             memtable_mib: file.memtable_mib,
             worker_threads: file.worker_threads,
             pin_workers: file.pin_workers.unwrap_or(d.pin_workers),
+            huge_pages: file.huge_pages.unwrap_or(d.huge_pages),
             allow_insecure_remote: file.allow_insecure_remote.unwrap_or(false),
             max_concurrent_imports: file
                 .max_concurrent_imports

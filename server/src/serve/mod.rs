@@ -20,6 +20,7 @@ mod config;
 mod conn;
 mod export;
 mod http;
+mod huge_pages;
 mod import;
 mod metrics;
 mod pinning;
@@ -144,6 +145,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
 /// Opens the data directory and serves until SIGTERM or SIGINT.
 pub fn run(config: ServeConfig) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    if !config.huge_pages {
+        if let Err(e) = huge_pages::forgo() {
+            tracing::warn!("could not turn transparent huge pages off: {e}");
+        }
+    }
     raise_fd_limit(config.max_connections);
     let workers = config.workers();
     let shared = Arc::new(open(config, workers)?);
