@@ -92,7 +92,7 @@ echo "server pid $server_pid on $addr, metrics $metrics; $(nproc) cores; commit 
 # with that retention compactions drop as much as is written from about the
 # tenth minute on, so the data is at a steady size during the second half,
 # whose RSS trend then speaks of leaks rather than of per-SST indexes and
-# filters (about 2% of SST bytes) growing with a growing dataset. (With 15
+# filters (4-5% of SST bytes) growing with a growing dataset. (With 15
 # minutes of history the data only stops growing at about 23 minutes.)
 # user_features keeps 70 minutes: the imports' rows are stamped an hour
 # before they run, so compactions drop each import's rows ten minutes after
