@@ -394,7 +394,7 @@ pub fn soak(args: &SoakArgs) -> Result<(), BoxError> {
     let (uf, af) = slate_features(&args.target)?;
     let user_features = args.target.features(USER_GROUP)?;
     let baseline = scrape(&args.metrics_addr)?;
-    rss_kib(args.server_pid).ok_or("the server's pid has no VmRSS: is it running?")?;
+    server_memory(args.server_pid).ok_or("the server's pid has no VmRSS: is it running?")?;
     let work = tempfile::Builder::new().prefix("tessera-soak").tempdir()?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -651,13 +651,13 @@ fn sample(
             }
             Err(e) => shared.error("metrics", &e),
         }
-        let rss = rss_kib(args.server_pid);
-        if rss.is_none() {
+        let memory = server_memory(args.server_pid);
+        if memory.is_none() {
             shared.error("server", &format!("pid {} is gone", args.server_pid));
         }
         // The last sample ends the run unless one was just taken.
         let last = end && elapsed - last_sample_at >= interval / 2;
-        if elapsed >= next_sample || last || rss.is_none() {
+        if elapsed >= next_sample || last || memory.is_none() {
             let secs = (elapsed - last_sample_at).as_secs_f64().max(1e-3);
             last_sample_at = elapsed;
             next_sample = elapsed + interval;
@@ -670,7 +670,7 @@ fn sample(
             let written = shared.written.load(Ordering::Relaxed);
             let s = Sample {
                 elapsed_s: elapsed.as_secs_f64(),
-                rss_kib: rss.unwrap_or(0),
+                rss_kib: memory.map_or(0, |m| m.rss_kib),
                 memtable_bytes: prev.memtable_bytes,
                 block_cache_bytes: prev.block_cache_bytes,
                 cache_misses_per_s: prev.cache_misses.saturating_sub(misses_before) as f64 / secs,
@@ -687,7 +687,7 @@ fn sample(
                 flushes,
                 compactions,
                 imports: locked(&shared.imports).len() as u64,
-                rss_anon_kib: proc_status_kib(args.server_pid, "RssAnon:").unwrap_or(0),
+                rss_anon_kib: memory.map_or(0, |m| m.anon_kib),
                 sst_bytes: prev.level_bytes.iter().sum(),
                 table_memory_bytes: prev.table_memory_bytes,
                 index_bytes: prev.index_bytes,
@@ -717,7 +717,7 @@ fn sample(
             );
             samples.push(s);
         }
-        if end || rss.is_none() {
+        if end || memory.is_none() {
             return Ok(samples);
         }
     }
@@ -876,18 +876,28 @@ fn print_summary(s: &Summary, json: &Path) {
     println!("series: {}\nsummary: {}", s.series, json.display());
 }
 
-/// The server's `VmRSS`, KiB; `None` once it is gone (or a zombie).
-fn rss_kib(pid: u32) -> Option<u64> {
-    proc_status_kib(pid, "VmRSS:")
+/// The server's resident memory, from one read of `/proc/<pid>/status`.
+#[derive(Clone, Copy)]
+struct ServerMemory {
+    /// `VmRSS`, KiB.
+    rss_kib: u64,
+    /// `RssAnon`, KiB (0 where the kernel does not report it).
+    anon_kib: u64,
 }
 
-/// The KiB figure of `field` (with its colon) in `/proc/<pid>/status`.
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+/// `None` once the server is gone (or a zombie, which has no `VmRSS`).
+fn server_memory(pid: u32) -> Option<ServerMemory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let kib = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some(ServerMemory {
+        rss_kib: kib("VmRSS:")?,
+        anon_kib: kib("RssAnon:").unwrap_or(0),
+    })
 }
 
 /// The `/metrics` figures the soak follows.

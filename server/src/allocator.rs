@@ -44,25 +44,25 @@ mod live {
 
     pub struct Counting;
 
+    /// Counts `size` bytes if the allocation `p` succeeded; returns `p`.
+    fn counted(p: *mut u8, size: usize) -> *mut u8 {
+        if !p.is_null() {
+            LIVE.fetch_add(size, Ordering::Relaxed);
+        }
+        p
+    }
+
     // SAFETY: every call is forwarded unchanged to the inner allocator;
     // the counter is only arithmetic on the sizes.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             // SAFETY: the caller's contract, passed on.
-            let p = unsafe { INNER.alloc(layout) };
-            if !p.is_null() {
-                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-            }
-            p
+            counted(unsafe { INNER.alloc(layout) }, layout.size())
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
             // SAFETY: the caller's contract, passed on.
-            let p = unsafe { INNER.alloc_zeroed(layout) };
-            if !p.is_null() {
-                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-            }
-            p
+            counted(unsafe { INNER.alloc_zeroed(layout) }, layout.size())
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -73,9 +73,8 @@ mod live {
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             // SAFETY: the caller's contract, passed on.
-            let p = unsafe { INNER.realloc(ptr, layout, new_size) };
+            let p = counted(unsafe { INNER.realloc(ptr, layout, new_size) }, new_size);
             if !p.is_null() {
-                LIVE.fetch_add(new_size, Ordering::Relaxed);
                 LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
             }
             p

@@ -122,11 +122,10 @@ impl Engine {
             ..EngineStats::default()
         };
         for level in 0..NUM_LEVELS {
-            s.ssts_per_level[level] = view.version.level(level).len() as u64;
+            let tables = view.version.level(level);
+            s.ssts_per_level[level] = tables.len() as u64;
             s.bytes_per_level[level] = view.version.level_bytes(level);
-            s.table_memory_bytes += view
-                .version
-                .level(level)
+            s.table_memory_bytes += tables
                 .iter()
                 .map(|h| h.table.memory_bytes() as u64)
                 .sum::<u64>();

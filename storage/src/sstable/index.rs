@@ -97,6 +97,9 @@ impl IndexBuilder {
 /// A decoded index.
 pub(crate) struct BlockIndex {
     entries: Vec<IndexEntry>,
+    /// Length of the decoded index block, which the entries' keys keep
+    /// alive (they are slices of it).
+    block_len: usize,
 }
 
 impl BlockIndex {
@@ -146,7 +149,10 @@ impl BlockIndex {
                 "data blocks end at {next_offset}, but the bloom block starts at {data_end}"
             )));
         }
-        Ok(BlockIndex { entries })
+        Ok(BlockIndex {
+            entries,
+            block_len: data.len(),
+        })
     }
 
     /// Largest encoded index for `blocks` blocks.
@@ -154,10 +160,10 @@ impl BlockIndex {
         COUNT_LEN + blocks as usize * (RECORD_FIXED_LEN + MAX_KEY_LEN)
     }
 
-    /// Heap bytes of the records (not of the index block their keys point
-    /// into).
+    /// Heap bytes of the records and of the decoded block their keys
+    /// point into.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<IndexEntry>()
+        self.block_len + self.entries.capacity() * std::mem::size_of::<IndexEntry>()
     }
 
     /// Number of data blocks.

@@ -54,9 +54,6 @@ pub struct Table {
     bloom: Bloom,
     keydir: BlockHandle,
     key_count: u64,
-    /// Heap bytes of what opening the table loaded (see
-    /// [`Table::memory_bytes`]).
-    memory_bytes: usize,
 }
 
 impl Table {
@@ -100,28 +97,19 @@ impl Table {
         let bloom_max = Bloom::max_encoded_len(props.key_count);
         let bloom_bytes = read_meta(&*file, path, footer.bloom, bloom_max)?;
         let bloom = Bloom::decode(&bloom_bytes, path, footer.bloom.offset)?;
-        let slots = BlockSlots::new(index.len());
-        let last_fps = index.last_fingerprints();
-        // The index's keys are slices of its decoded block, which it keeps.
-        let memory_bytes = index_bytes.len()
-            + index.heap_bytes()
-            + bloom.heap_bytes()
-            + slots.heap_bytes()
-            + std::mem::size_of_val(&*last_fps);
 
         Ok(Arc::new(Table {
             file_no,
             path: Arc::from(path),
             file,
             cache,
-            slots,
-            last_fps,
+            slots: BlockSlots::new(index.len()),
+            last_fps: index.last_fingerprints(),
             summary: props.to_summary(file_no, file_len),
             index,
             bloom,
             keydir: footer.keydir,
             key_count: props.key_count,
-            memory_bytes,
         }))
     }
 
@@ -129,7 +117,10 @@ impl Table {
     /// the decoded index block its keys point into), bloom filter, block
     /// fingerprints and cache slots. Cached blocks are the cache's.
     pub fn memory_bytes(&self) -> usize {
-        self.memory_bytes
+        self.index.heap_bytes()
+            + self.bloom.heap_bytes()
+            + self.slots.heap_bytes()
+            + std::mem::size_of_val(&*self.last_fps)
     }
 
     /// The engine's number for this file.
