@@ -639,3 +639,40 @@ fn the_server_runs_without_transparent_huge_pages_unless_asked() {
     let asked = TestServer::start_in(tmp.path(), None, &["--huge-pages"]);
     assert!(thp_eligible_mappings(&asked) > 0);
 }
+
+/// The nice values of the server's `tessera-bulk` threads.
+fn bulk_thread_nice_values(server: &TestServer) -> Vec<i64> {
+    let tasks = format!("/proc/{}/task", server.child.id());
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir(tasks).expect("tasks").flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue; // the thread has just exited
+        };
+        // `tid (comm) state ...`: the nice value is the 19th field, the
+        // 17th after the command's closing parenthesis.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.ends_with("(tessera-bulk") {
+            let field = rest.split_whitespace().nth(16).expect("nice field");
+            nice.push(field.parse().expect("nice value"));
+        }
+    }
+    nice
+}
+
+#[test]
+fn writes_run_write_niceness_levels_below_reads() {
+    let server = TestServer::start(Some("write_niceness = 7\nbulk_niceness = 12\n"));
+    let mut c = server.client();
+    server.apply_news_feed(&mut c);
+    assert!(bulk_thread_nice_values(&server).is_empty());
+    c.put(&user_put(&[1, 2], now_us(), 1)).expect("put");
+    // The thread that ran the write waits for the next one: still there.
+    assert_eq!(bulk_thread_nice_values(&server), vec![7]);
+    let reply = c
+        .get_slate(&slate_of(&[1, 2], &["clicks_1h"], None, None))
+        .expect("slate");
+    let clicks = reply.parts()[0].column("clicks_1h").expect("clicks");
+    assert_eq!((clicks.i64_at(0), clicks.i64_at(1)), (Some(11), Some(21)));
+}

@@ -87,7 +87,11 @@ fn lookups(c: &mut Criterion) {
         b.iter(|| {
             ts += 1;
             let d = digests[rng.gen_range(0..digests.len())];
-            black_box(ix.upsert_if_newer(d, ts + INDEX_ENTITIES as i64, Location::Mem { gen: 1 }))
+            black_box(ix.upsert_if_newer(
+                d,
+                ts + INDEX_ENTITIES as i64,
+                Location::Mem { gen: 1, slot: 0 },
+            ))
         })
     });
     g.throughput(Throughput::Elements(FRESH_INSERTS as u64));
@@ -96,7 +100,7 @@ fn lookups(c: &mut Criterion) {
         b.iter(|| {
             let ix = HashIndex::new();
             for (i, &d) in fresh.iter().enumerate() {
-                ix.upsert_if_newer(d, i as i64, Location::Mem { gen: 1 });
+                ix.upsert_if_newer(d, i as i64, Location::Mem { gen: 1, slot: 0 });
             }
             ix
         })

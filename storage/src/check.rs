@@ -2,7 +2,7 @@
 //! crash suites and operators (`tessera check`).
 
 use crate::engine::Engine;
-use crate::hash_index::Location;
+use crate::hash_index::{Location, UNKNOWN_SLOT};
 use crate::merge::{MergeIter, Source};
 use crate::read::retained;
 use crate::types::Entry;
@@ -90,10 +90,14 @@ impl Engine {
             ));
         }
         let held_seq = match ie.loc {
-            Location::Mem { gen } => view
-                .memtable(gen)
-                .and_then(|m| m.first_version(newest.table, &newest.key))
-                .map(|e| e.seq),
+            Location::Mem { gen, slot } => view.memtable(gen).and_then(|m| {
+                if slot == UNKNOWN_SLOT {
+                    m.first_version(newest.table, &newest.key).map(|e| e.seq)
+                } else {
+                    m.version_in_slot(slot, newest.table, &newest.key)
+                        .map(|e| e.seq)
+                }
+            }),
             Location::Sst { file_no, block } => match inner.sst(view, file_no) {
                 Some(h) => {
                     let b = h.table.block(block)?;

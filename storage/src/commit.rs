@@ -17,7 +17,7 @@
 
 use crate::batch::{decode_wal_payload, encode_wal_payload, WriteBatch, PAYLOAD_HEADER_LEN};
 use crate::engine::{Engine, Inner, WAL_DIR};
-use crate::hash_index::Location;
+use crate::hash_index::{Location, MAX_MEM_GEN, UNKNOWN_SLOT};
 use crate::memtable::Memtable;
 use crate::options::Durability;
 use crate::types::{SeqNo, TableId, Timestamp};
@@ -295,10 +295,10 @@ impl Inner {
             // it gives owned entries that share its buffer.
             let decoded = decode_wal_payload(payload, &wal_path, 0)?;
             for e in &decoded.entries {
-                mem.insert(e);
+                let slot = mem.insert(e).unwrap_or(UNKNOWN_SLOT);
                 let d = Digest::of(self.seed, e.table, &e.key);
                 self.index
-                    .upsert_if_newer(d, e.event_ts, Location::Mem { gen });
+                    .upsert_if_newer(d, e.event_ts, Location::Mem { gen, slot });
             }
         }
         Ok(())
@@ -337,6 +337,14 @@ impl Inner {
     /// Makes the active memtable frozen and starts a new one on a new WAL
     /// segment. Returns the generation frozen.
     pub(crate) fn rotate(&self, w: &mut WriterState) -> Result<()> {
+        // A process would need 2^31 memtables to get here: checked, because
+        // the index could not name the next one's versions.
+        if w.next_gen > MAX_MEM_GEN {
+            return Err(Error::InvalidArgument(format!(
+                "memtable generation {} is past the index's limit; reopen the engine",
+                w.next_gen
+            )));
+        }
         // The old segment must be durable before the new one exists, so a
         // torn tail can only ever be in the last segment.
         self.sync_wal(w)?;

@@ -16,7 +16,7 @@
 //! 4. delete the WAL segments now covered by the SST.
 
 use crate::engine::{sst_path, Inner, SST_DIR, WAL_DIR};
-use crate::hash_index::Location;
+use crate::hash_index::{Location, UNKNOWN_SLOT};
 use crate::manifest::FileMeta;
 use crate::memtable::Memtable;
 use crate::sstable::{BuildOptions, Table, TableBuilder, TableSummary};
@@ -85,17 +85,21 @@ impl Inner {
         // once installed, compaction may pick it, and its relocations only
         // move entries that already name an input file.
         let gen = mem.gen();
-        let mem_loc = Location::Mem { gen };
         let sst_loc = |block| Location::Sst { file_no, block };
         for p in &placements {
             self.index
-                .relocate(p.digest, |loc| loc == mem_loc, sst_loc(p.block));
+                .relocate(p.digest, |loc| loc.is_in_memtable(gen), sst_loc(p.block));
         }
         if let Err(e) = self.install_flush(mem, handle) {
-            // The memtable is still live: point its keys back at it, so a
-            // retry relocates them to its own SST. Nothing is deleted: the
-            // commit may have landed (the engine is read-only now), and an
-            // SST no manifest names is removed at the next open.
+            // The memtable is still live: point its keys back at it (their
+            // slots forgotten: readers search it), so a retry relocates
+            // them to its own SST. Nothing is deleted: the commit may have
+            // landed (the engine is read-only now), and an SST no manifest
+            // names is removed at the next open.
+            let mem_loc = Location::Mem {
+                gen,
+                slot: UNKNOWN_SLOT,
+            };
             for p in &placements {
                 self.index
                     .relocate(p.digest, |loc| loc == sst_loc(p.block), mem_loc);

@@ -99,16 +99,16 @@ impl From<Entry> for Hit {
 
 /// Where a batched read found a key's version.
 enum Found<'b> {
-    /// In a cached SST block, not yet copied out.
-    InBlock(EntryRef<'b>),
-    /// Already owned (a memtable entry, or the result of a search).
+    /// In a cached SST block or a memtable slot, not yet copied out.
+    Borrowed(EntryRef<'b>),
+    /// Already owned (the result of a search).
     Owned(Hit),
 }
 
 impl Found<'_> {
     fn version(&self) -> (Timestamp, SeqNo) {
         match self {
-            Found::InBlock(e) => (e.event_ts, e.seq),
+            Found::Borrowed(e) => (e.event_ts, e.seq),
             Found::Owned(h) => (h.event_ts, h.seq),
         }
     }
@@ -122,7 +122,7 @@ fn copy_out(found: Vec<Option<Found<'_>>>) -> Vec<Option<Hit>> {
     let in_blocks: usize = found
         .iter()
         .map(|f| match f {
-            Some(Found::InBlock(e)) => e.value.len(),
+            Some(Found::Borrowed(e)) => e.value.len(),
             _ => 0,
         })
         .sum();
@@ -130,7 +130,7 @@ fn copy_out(found: Vec<Option<Found<'_>>>) -> Vec<Option<Hit>> {
     let ranges: Vec<_> = found
         .iter()
         .map(|f| match f {
-            Some(Found::InBlock(e)) => {
+            Some(Found::Borrowed(e)) => {
                 let at = buf.len();
                 buf.extend_from_slice(e.value);
                 at..buf.len()
@@ -144,7 +144,7 @@ fn copy_out(found: Vec<Option<Found<'_>>>) -> Vec<Option<Hit>> {
         .zip(ranges)
         .map(|(f, range)| {
             f.map(|f| match f {
-                Found::InBlock(e) => Hit {
+                Found::Borrowed(e) => Hit {
                     event_ts: e.event_ts,
                     ingest_ts: e.ingest_ts,
                     seq: e.seq,
@@ -375,18 +375,17 @@ impl Inner {
                 continue;
             };
             let at = match (ie.loc, &blocks[i], positions[i]) {
-                (Location::Mem { gen }, _, _) => view
+                (Location::Mem { gen, slot }, _, _) => view
                     .memtable(gen)
-                    .and_then(|m| m.first_version(table, key))
-                    .map(|e| Found::Owned(Hit::from(e))),
-                (Location::Sst { .. }, Some((_, _, block)), Some(pos)) => {
-                    let entry = block.entry(pos)?;
-                    // Copied out once every key is found (see `copy_out`).
-                    crate::prefetch::prefetch_to_l2(entry.value);
-                    Some(Found::InBlock(entry))
-                }
+                    .and_then(|m| m.version_in_slot(slot, table, key)),
+                (Location::Sst { .. }, Some((_, _, block)), Some(pos)) => Some(block.entry(pos)?),
                 (Location::Sst { .. }, _, _) => None,
             };
+            // Copied out once every key is found (see `copy_out`).
+            let at = at.map(|entry| {
+                crate::prefetch::prefetch_to_l2(entry.value);
+                Found::Borrowed(entry)
+            });
             // The index names the newest version by its event time; any
             // other answer means the entry is stale, and a version past
             // `max_seq` belongs to a commit not yet visible: search instead.

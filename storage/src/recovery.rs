@@ -12,7 +12,7 @@ use crate::batch::decode_wal_payload;
 use crate::cache::BlockCache;
 use crate::commit::WriterState;
 use crate::engine::{sst_path, INDEX_FILE, SST_DIR, WAL_DIR};
-use crate::hash_index::{HashIndex, Location};
+use crate::hash_index::{HashIndex, Location, UNKNOWN_SLOT};
 use crate::manifest::{self, ManifestState};
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -285,9 +285,12 @@ fn replay_wal(
                     continue;
                 }
                 out.max_seq = out.max_seq.max(e.seq);
-                mem.insert(e);
+                let loc = Location::Mem {
+                    gen: mem.gen(),
+                    slot: mem.insert(e).unwrap_or(UNKNOWN_SLOT),
+                };
                 let d = Digest::of(state.digest_seed, e.table, &e.key);
-                index.upsert_if_newer(d, e.event_ts, Location::Mem { gen: mem.gen() });
+                index.upsert_if_newer(d, e.event_ts, loc);
             }
             Ok(())
         };

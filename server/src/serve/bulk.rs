@@ -1,9 +1,12 @@
-//! Bulk work off the serving path: an import's batches and its commit, an
-//! export's chunks and a join's lookups.
+//! Work off the serving path at a lowered CPU priority: bulk work (an
+//! import's batches and its commit, an export's chunks and a join's
+//! lookups) and online writes (`PUT`, `DELETE`).
 //!
-//! Each job runs on a bulk thread whose CPU priority was lowered by
-//! [`ServeConfig::bulk_niceness`](super::ServeConfig::bulk_niceness) nice
-//! levels when it started. When the cores are busy the scheduler then runs
+//! Each job runs on a bulk thread whose CPU priority was lowered when it
+//! started: by [`ServeConfig::bulk_niceness`](super::ServeConfig::bulk_niceness)
+//! nice levels for bulk work, by
+//! [`ServeConfig::write_niceness`](super::ServeConfig::write_niceness) for
+//! writes. When the cores are busy the scheduler then runs
 //! slates first and bulk work with what is left; on an idle machine bulk
 //! work still gets every cycle. Threads a job starts (an ingest's run
 //! writer and merge threads) inherit the lowered priority: on Linux a nice

@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_CONCURRENT_IMPORTS: usize = 2;
 pub const DEFAULT_IMPORT_MAX_ROWS_PER_S: u32 = 2_000_000;
 /// Default nice levels bulk work (imports, exports) runs below serving.
 pub const DEFAULT_BULK_NICENESS: u8 = 10;
+/// Default nice levels online writes (`PUT`, `DELETE`) run below reads.
+pub const DEFAULT_WRITE_NICENESS: u8 = 5;
 /// Default longest graceful shutdown waits for requests in flight.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 
@@ -131,6 +133,8 @@ pub struct ConfigFile {
     pub import_sort_mib: Option<usize>,
     /// See [`ServeConfig::bulk_niceness`].
     pub bulk_niceness: Option<u8>,
+    /// See [`ServeConfig::write_niceness`].
+    pub write_niceness: Option<u8>,
     /// Access tokens; none means local development mode.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -195,6 +199,10 @@ pub struct ServeConfig {
     /// How many nice levels below serving imports and exports run (0 to
     /// 19): on busy cores the scheduler runs slates first.
     pub bulk_niceness: u8,
+    /// How many nice levels below reads `PUT` and `DELETE` run (0 to 19):
+    /// on busy cores a slate is not kept waiting by a batch of writes,
+    /// which still get a share of the cores (about a third at 5 levels).
+    pub write_niceness: u8,
     /// Access tokens; none means local development mode.
     pub tokens: Vec<TokenConfig>,
 }
@@ -221,6 +229,7 @@ impl Default for ServeConfig {
             import_max_rows_per_s: DEFAULT_IMPORT_MAX_ROWS_PER_S,
             import_sort_mib: None,
             bulk_niceness: DEFAULT_BULK_NICENESS,
+            write_niceness: DEFAULT_WRITE_NICENESS,
             tokens: Vec::new(),
         }
     }
@@ -269,6 +278,7 @@ impl ServeConfig {
                 .unwrap_or(d.import_max_rows_per_s),
             import_sort_mib: file.import_sort_mib,
             bulk_niceness: file.bulk_niceness.unwrap_or(d.bulk_niceness),
+            write_niceness: file.write_niceness.unwrap_or(d.write_niceness),
             tokens: file.tokens,
         })
     }
@@ -323,11 +333,15 @@ impl ServeConfig {
         if self.import_max_rows_per_s == 0 {
             return Err("import_max_rows_per_s must be at least 1".into());
         }
-        if self.bulk_niceness > MAX_BULK_NICENESS {
-            return Err(format!(
-                "bulk_niceness {} is over {MAX_BULK_NICENESS}, the lowest priority there is",
-                self.bulk_niceness
-            ));
+        for (name, niceness) in [
+            ("bulk_niceness", self.bulk_niceness),
+            ("write_niceness", self.write_niceness),
+        ] {
+            if niceness > MAX_BULK_NICENESS {
+                return Err(format!(
+                    "{name} {niceness} is over {MAX_BULK_NICENESS}, the lowest priority there is"
+                ));
+            }
         }
         if self.worker_threads == Some(0) {
             return Err("worker_threads must be at least 1".into());
@@ -441,6 +455,14 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("bulk_niceness"));
+        let below_lowest = ServeConfig {
+            write_niceness: MAX_BULK_NICENESS + 1,
+            ..ServeConfig::default()
+        };
+        assert!(below_lowest
+            .validate()
+            .unwrap_err()
+            .contains("write_niceness"));
     }
 
     #[test]
@@ -458,6 +480,9 @@ mod tests {
         assert_eq!(c.bulk_niceness, DEFAULT_BULK_NICENESS);
         let file: ConfigFile = toml::from_str("bulk_niceness = 0").unwrap();
         assert_eq!(ServeConfig::from_file(file).unwrap().bulk_niceness, 0);
+        assert_eq!(c.write_niceness, DEFAULT_WRITE_NICENESS);
+        let file: ConfigFile = toml::from_str("write_niceness = 0").unwrap();
+        assert_eq!(ServeConfig::from_file(file).unwrap().write_niceness, 0);
         assert!(toml::from_str::<ConfigFile>("lisen = \"x\"").is_err());
     }
 }

@@ -29,10 +29,11 @@
 //! [`burst`](super::burst) gate before each request, so floods on many
 //! connections together keep at most all workers but one.
 //!
-//! Reads run on the async worker (a slate takes microseconds); writes and
+//! Reads run on the async worker (a slate takes microseconds). Writes and
 //! registry applies, which wait for fsync, and the long reads of the
-//! offline tools run on the blocking pool so they never stall other
-//! connections. An `EXPORT` streams its chunks one at a time, each written
+//! offline tools run off the workers so they never stall other
+//! connections: writes a few nice levels below reads, the offline tools'
+//! work further below (see [`bulk`]). An `EXPORT` streams its chunks one at a time, each written
 //! before the next is built, so a slow reader slows only its export.
 
 use super::auth::Session;
@@ -527,7 +528,7 @@ impl Connection {
         received: Instant,
     ) -> Result<(), Failure> {
         let start = self.out.len();
-        let result = if runs_off_the_workers(op) {
+        let result = if let Some(lane) = off_worker_lane(op) {
             let shared = self.shared.clone();
             let session = session.clone();
             // The reply is built apart and appended, so a panic off the
@@ -543,11 +544,11 @@ impl Connection {
                     .execute(&session, request_id, request, &mut out);
                 (r, out)
             };
-            let joined = if op == Opcode::PitLookup {
-                // A training-set join's lookups are bulk work.
-                bulk::run(self.shared.config.bulk_niceness, job).await
-            } else {
-                tokio::task::spawn_blocking(job).await.map_err(panicked)
+            let config = &self.shared.config;
+            let joined = match lane {
+                Lane::Bulk => bulk::run(config.bulk_niceness, job).await,
+                Lane::Write => bulk::run(config.write_niceness, job).await,
+                Lane::Blocking => tokio::task::spawn_blocking(job).await.map_err(panicked),
             };
             joined.and_then(|(r, out)| {
                 self.out.extend_from_slice(&out);
@@ -774,13 +775,28 @@ fn deadline_exceeded() -> Failure {
     )
 }
 
-/// True for operations that wait for fsync (or a registry file write),
-/// which run on the blocking pool, and for `PIT_LOOKUP`, whose thousands of
-/// reads would hold up the worker's other connections for milliseconds and
-/// which runs as bulk work.
-fn runs_off_the_workers(op: Opcode) -> bool {
-    matches!(
-        op,
-        Opcode::Put | Opcode::Delete | Opcode::RegistryApply | Opcode::PitLookup
-    )
+/// Where an operation that does not run on its connection's worker runs.
+enum Lane {
+    /// A thread `bulk_niceness` levels below serving.
+    Bulk,
+    /// A thread `write_niceness` levels below serving: reads come first,
+    /// and a batch of writes takes what the cores have left, or its share
+    /// when they are busy.
+    Write,
+    /// tokio's blocking pool, at the server's priority.
+    Blocking,
+}
+
+/// The lane of an operation that must not run on a worker, or `None` for
+/// one that does. Writes wait for fsync under `sync` durability and a
+/// registry apply for a file write; a `PIT_LOOKUP`'s thousands of reads
+/// would hold up the worker's other connections for milliseconds and are
+/// a training-set join's bulk work.
+fn off_worker_lane(op: Opcode) -> Option<Lane> {
+    match op {
+        Opcode::Put | Opcode::Delete => Some(Lane::Write),
+        Opcode::PitLookup => Some(Lane::Bulk),
+        Opcode::RegistryApply => Some(Lane::Blocking),
+        _ => None,
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! Concurrency model: a tokio multi-threaded runtime with one worker per
 //! core. Each connection is a task ([`conn`]); reads execute on the worker
-//! that owns the connection, writes and registry applies (which wait for
-//! fsync) on tokio's blocking pool. Thousands of idle connections cost a
+//! that owns the connection, writes (which may wait for fsync) on threads a
+//! few nice levels below ([`bulk`]), registry applies on tokio's blocking
+//! pool. Thousands of idle connections cost a
 //! task and two small buffers each, not a thread. `docs/design.md` gives the
 //! measurements behind the choice.
 //!

@@ -462,7 +462,7 @@ mod tests {
                 digest(i),
                 IndexEntry {
                     event_ts: 1,
-                    loc: Location::Mem { gen: i },
+                    loc: Location::Mem { gen: i, slot: 0 },
                 },
             );
         }
@@ -608,7 +608,7 @@ mod tests {
         let path = dir.path().join("bad.ckpt");
         let d = digest(1);
         let mut body = Vec::new();
-        encode_entry(&mut body, d, 1, Location::Mem { gen: 3 }.pack());
+        encode_entry(&mut body, d, 1, Location::Mem { gen: 3, slot: 0 }.pack());
         publish(&fs, &path, 1, 4, &body).expect("write");
         let err = HashIndex::load_checkpoint(&fs, &path)
             .map(|_| ())
@@ -734,7 +734,8 @@ mod tests {
         let loc = prop_oneof![
             (0..=MAX_FILE_NO, 0..MAX_BLOCKS_PER_SST)
                 .prop_map(|(file_no, block)| Location::Sst { file_no, block }),
-            any::<u64>().prop_map(|g| Location::Mem { gen: g >> 1 }),
+            (0..=crate::hash_index::MAX_MEM_GEN, any::<u32>())
+                .prop_map(|(gen, slot)| Location::Mem { gen, slot }),
         ];
         let d = prop_oneof![
             1 => Just(Digest { hi: 0, lo: 0 }),

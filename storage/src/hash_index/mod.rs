@@ -37,8 +37,12 @@ use table::{Action, Table};
 pub const MAX_FILE_NO: u64 = (1 << 39) - 1;
 /// Block indexes within one SST must be below this (24 bits).
 pub const MAX_BLOCKS_PER_SST: u32 = 1 << 24;
-/// Largest memtable generation a [`Location`] can hold (63 bits).
-pub const MAX_MEM_GEN: u64 = (1 << 63) - 1;
+/// Largest memtable generation a [`Location`] can hold (31 bits; a process
+/// numbers its memtables from 1, so this is 2^31 rotations).
+pub const MAX_MEM_GEN: u64 = (1 << 31) - 1;
+/// A memtable location whose slot is not known: readers search the
+/// memtable for the key instead.
+pub const UNKNOWN_SLOT: u32 = u32::MAX;
 
 /// log2 of the number of shards.
 const SHARD_BITS: u32 = 6;
@@ -50,6 +54,9 @@ const MEM_FLAG: u64 = 1 << 63;
 /// Bits of a packed SST location that hold the block index.
 const BLOCK_BITS: u32 = 24;
 const BLOCK_MASK: u64 = (1 << BLOCK_BITS) - 1;
+/// Bits of a packed memtable location that hold the slot.
+const SLOT_BITS: u32 = 32;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 
 /// Where an entity's latest version lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +65,8 @@ pub enum Location {
     Mem {
         /// Memtable generation, at most [`MAX_MEM_GEN`].
         gen: u64,
+        /// The version's slot in that memtable, or [`UNKNOWN_SLOT`].
+        slot: u32,
     },
     /// In an SST data block.
     Sst {
@@ -72,15 +81,16 @@ impl Location {
     /// True if [`Location::pack`] can represent this location.
     pub const fn is_packable(self) -> bool {
         match self {
-            Location::Mem { gen } => gen <= MAX_MEM_GEN,
+            Location::Mem { gen, .. } => gen <= MAX_MEM_GEN,
             Location::Sst { file_no, block } => {
                 file_no <= MAX_FILE_NO && block < MAX_BLOCKS_PER_SST
             }
         }
     }
 
-    /// Packs into 64 bits: bit 63 set means `Mem` with `gen` in bits 0..63;
-    /// clear means `Sst` with `file_no` in bits 24..63 and `block` in 0..24.
+    /// Packs into 64 bits: bit 63 set means `Mem` with `gen` in bits 32..63
+    /// and `slot` in 0..32; clear means `Sst` with `file_no` in bits 24..63
+    /// and `block` in 0..24.
     ///
     /// # Panics
     /// If the location is out of range (see [`Location::is_packable`]):
@@ -88,7 +98,7 @@ impl Location {
     pub fn pack(self) -> u64 {
         assert!(self.is_packable(), "location out of range: {self:?}");
         match self {
-            Location::Mem { gen } => MEM_FLAG | gen,
+            Location::Mem { gen, slot } => MEM_FLAG | (gen << SLOT_BITS) | u64::from(slot),
             Location::Sst { file_no, block } => (file_no << BLOCK_BITS) | u64::from(block),
         }
     }
@@ -96,7 +106,11 @@ impl Location {
     /// Inverse of [`Location::pack`]; every `u64` decodes to some location.
     pub fn unpack(v: u64) -> Location {
         if v & MEM_FLAG != 0 {
-            Location::Mem { gen: v & !MEM_FLAG }
+            Location::Mem {
+                gen: (v & !MEM_FLAG) >> SLOT_BITS,
+                // Masked to 32 bits, so the cast cannot truncate.
+                slot: (v & SLOT_MASK) as u32,
+            }
         } else {
             Location::Sst {
                 file_no: v >> BLOCK_BITS,
@@ -104,6 +118,12 @@ impl Location {
                 block: (v & BLOCK_MASK) as u32,
             }
         }
+    }
+
+    /// True if this names a version in memtable generation `of`, whatever
+    /// its slot.
+    pub fn is_in_memtable(self, of: u64) -> bool {
+        matches!(self, Location::Mem { gen, .. } if gen == of)
     }
 
     /// True for [`Location::Sst`].
@@ -329,8 +349,11 @@ mod tests {
     #[test]
     fn location_limits_round_trip() {
         let cases = [
-            Location::Mem { gen: 0 },
-            Location::Mem { gen: MAX_MEM_GEN },
+            Location::Mem { gen: 0, slot: 0 },
+            Location::Mem {
+                gen: MAX_MEM_GEN,
+                slot: UNKNOWN_SLOT,
+            },
             sst(0, 0),
             sst(MAX_FILE_NO, 0),
             sst(0, MAX_BLOCKS_PER_SST - 1),
@@ -340,10 +363,14 @@ mod tests {
             assert!(loc.is_packable());
             assert_eq!(Location::unpack(loc.pack()), loc);
         }
-        assert_eq!(Location::Mem { gen: 5 }.pack(), (1 << 63) | 5);
+        assert_eq!(
+            Location::Mem { gen: 5, slot: 9 }.pack(),
+            (1 << 63) | (5 << 32) | 9
+        );
         assert_eq!(sst(3, 7).pack(), (3 << 24) | 7);
         assert!(!Location::Mem {
-            gen: MAX_MEM_GEN + 1
+            gen: MAX_MEM_GEN + 1,
+            slot: 0,
         }
         .is_packable());
         assert!(!sst(MAX_FILE_NO + 1, 0).is_packable());
@@ -364,7 +391,7 @@ mod tests {
 
     fn location() -> impl Strategy<Value = Location> {
         prop_oneof![
-            (0..=MAX_MEM_GEN).prop_map(|gen| Location::Mem { gen }),
+            (0..=MAX_MEM_GEN, any::<u32>()).prop_map(|(gen, slot)| Location::Mem { gen, slot }),
             (0..=MAX_FILE_NO, 0..MAX_BLOCKS_PER_SST).prop_map(|(f, b)| sst(f, b)),
         ]
     }

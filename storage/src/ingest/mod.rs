@@ -252,7 +252,7 @@ impl Inner {
     ) {
         let tables = self.tables.read();
         let later = |loc: Location| match loc {
-            Location::Mem { gen } => gen >= first_newer_gen,
+            Location::Mem { gen, .. } => gen >= first_newer_gen,
             Location::Sst { file_no, .. } => tables
                 .get(&file_no)
                 .is_some_and(|h| h.meta.min_seq > last_seq),
