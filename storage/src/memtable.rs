@@ -17,6 +17,7 @@
 //! - every entry of generation `g` has a larger `seq` than every entry of any
 //!   generation `< g`.
 
+use crate::hash_index::UNKNOWN_SLOT;
 use crate::types::{Entry, EntryRef, SeqNo, TableId, Timestamp};
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
@@ -225,7 +226,7 @@ impl Memtable {
         self.map.insert(key, slot);
         self.bytes.fetch_add(charged, AtomicOrdering::Relaxed);
         self.max_seq.fetch_max(e.seq, AtomicOrdering::Relaxed);
-        Slot::try_from(slot).ok()
+        Slot::try_from(slot).ok().filter(|&s| s != UNKNOWN_SLOT)
     }
 
     /// The version in `slot` if it is a version of `(table, key)`: what
