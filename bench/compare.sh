@@ -9,8 +9,9 @@
 #     memtables);
 #  3. warms Tessera's block cache (unmeasured slates: it restarted after the
 #     load), then runs the same closed-loop slates at 1, 4 and 16 connections against
-#     every target, Tessera open-loop at 25%, 50% and 80% of its 4-connection
-#     peak, and `mixed` (20,000 article writes/s);
+#     every target; stops Redis and Cassandra, then runs Tessera open-loop at
+#     25%, 50% and 80% of its 4-connection peak, and `mixed` (20,000 article
+#     writes/s);
 #  4. writes the results (JSON lines), a markdown table and a PNG plot of
 #     latency percentiles against throughput under --out, and replaces the
 #     section between the `compare:begin` and `compare:end` markers of
@@ -107,6 +108,14 @@ for conns in 1 4 16; do
   run redis-blob "$redis_pid" --target redis --layout blob --connections "$conns"
   WARM=5 run cassandra-lz4 "$cassandra_pid" --target cassandra --compression on --connections "$conns"
   WARM=5 run cassandra-plain "$cassandra_pid" --target cassandra --compression off --connections "$conns"
+done
+# The rest measures Tessera alone. The peers stop first, so that their
+# background work (Cassandra compacts what it loaded and collects garbage
+# for minutes) does not take the cores that Tessera and its client share.
+echo "== stopping the peers"
+kill "$redis_pid" "$cassandra_pid" 2>/dev/null || true
+while kill -0 "$redis_pid" 2>/dev/null || kill -0 "$cassandra_pid" 2>/dev/null; do
+  sleep 0.5
 done
 echo "== open loop and mixed"
 peak=$(python3 -c "
