@@ -447,22 +447,25 @@ mod tests {
             ..ServeConfig::default()
         };
         assert!(tiny.validate().is_err());
-        let below_lowest = ServeConfig {
-            bulk_niceness: MAX_BULK_NICENESS + 1,
-            ..ServeConfig::default()
-        };
-        assert!(below_lowest
-            .validate()
-            .unwrap_err()
-            .contains("bulk_niceness"));
-        let below_lowest = ServeConfig {
-            write_niceness: MAX_BULK_NICENESS + 1,
-            ..ServeConfig::default()
-        };
-        assert!(below_lowest
-            .validate()
-            .unwrap_err()
-            .contains("write_niceness"));
+        let below_lowest = MAX_BULK_NICENESS + 1;
+        for (name, config) in [
+            (
+                "bulk_niceness",
+                ServeConfig {
+                    bulk_niceness: below_lowest,
+                    ..ServeConfig::default()
+                },
+            ),
+            (
+                "write_niceness",
+                ServeConfig {
+                    write_niceness: below_lowest,
+                    ..ServeConfig::default()
+                },
+            ),
+        ] {
+            assert!(config.validate().unwrap_err().contains(name), "{name}");
+        }
     }
 
     #[test]

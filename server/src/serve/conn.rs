@@ -33,8 +33,9 @@
 //! registry applies, which wait for fsync, and the long reads of the
 //! offline tools run off the workers so they never stall other
 //! connections: writes a few nice levels below reads, the offline tools'
-//! work further below (see [`bulk`]). An `EXPORT` streams its chunks one at a time, each written
-//! before the next is built, so a slow reader slows only its export.
+//! work further below (see [`bulk`]). An `EXPORT` streams its chunks one
+//! at a time, each written before the next is built, so a slow reader
+//! slows only its export.
 
 use super::auth::Session;
 use super::bulk;

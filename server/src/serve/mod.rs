@@ -4,8 +4,8 @@
 //! core. Each connection is a task ([`conn`]); reads execute on the worker
 //! that owns the connection, writes (which may wait for fsync) on threads a
 //! few nice levels below ([`bulk`]), registry applies on tokio's blocking
-//! pool. Thousands of idle connections cost a
-//! task and two small buffers each, not a thread. `docs/design.md` gives the
+//! pool. Thousands of idle connections cost a task and two small buffers
+//! each, not a thread. `docs/design.md` gives the
 //! measurements behind the choice.
 //!
 //! Shutdown (SIGTERM or SIGINT): stop accepting; let every connection
