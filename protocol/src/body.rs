@@ -7,7 +7,9 @@ use std::sync::Arc;
 /// An immutable, 8-byte-aligned frame body, cheap to share.
 #[derive(Clone)]
 pub struct Body {
-    words: Arc<[u64]>,
+    /// A `Vec` behind the `Arc`, not an `Arc<[u64]>`: a vector becomes
+    /// the latter only by a copy, and a slate reply is some 20 KB.
+    words: Arc<Vec<u64>>,
     len: usize,
 }
 
@@ -22,7 +24,7 @@ impl Body {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words[..]);
         fill(&mut bytes[..len])?;
         Ok(Body {
-            words: words.into(),
+            words: Arc::new(words),
             len,
         })
     }

@@ -1,12 +1,13 @@
 //! Criterion micro-benchmarks of the engine's hot paths on a compacted
 //! dataset of 100,000 entities with ~420-byte rows and three versions each:
-//! a 51-key `multi_latest` (a slate), a 51-key `multi_as_of`, and a
+//! a 51-key `multi_latest` (a slate), the same read with the rows lent
+//! (`with_latest_across`), a 51-key `multi_as_of`, and a
 //! 256-row write batch.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use std::time::Duration;
-use tessera_storage::{AsOfQuery, Durability, Engine, Options, WriteBatch};
+use tessera_storage::{AsOfQuery, Durability, Engine, Options, RowRef, WriteBatch};
 
 const ENTITIES: u64 = 100_000;
 const ROW: usize = 416;
@@ -54,6 +55,25 @@ fn reads(c: &mut Criterion) {
             |keys| {
                 let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 engine.multi_latest(TABLE, &refs).expect("read")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // The same keys, rows lent to a callback instead of copied out.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    g.bench_function("with_latest_51", |b| {
+        b.iter_batched(
+            || {
+                (0..51)
+                    .map(|_| rng.gen_range(0..ENTITIES).to_be_bytes())
+                    .collect::<Vec<_>>()
+            },
+            |keys| {
+                let lookups: Vec<(u32, &[u8])> = keys.iter().map(|k| (TABLE, &k[..])).collect();
+                let bytes = |rows: &[Option<RowRef<'_>>]| -> usize {
+                    rows.iter().flatten().map(|r| r.value.len()).sum()
+                };
+                engine.with_latest_across(&lookups, bytes).expect("read")
             },
             BatchSize::SmallInput,
         )

@@ -58,7 +58,7 @@ pub use read::{AsOfQuery, TableKey, MAX_BATCH_KEYS};
 pub use snapshot::{AsOfScan, Scan, Snapshot};
 pub use stats::EngineStats;
 pub use types::{
-    check_limits, cmp_entity, cmp_internal, Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp,
-    Version, MAX_KEY_LEN, MAX_VALUE_LEN,
+    check_limits, cmp_entity, cmp_internal, Entry, EntryRef, Kind, Row, RowRef, SeqNo, TableId,
+    Timestamp, Version, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use version::NUM_LEVELS;

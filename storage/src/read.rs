@@ -23,7 +23,7 @@ use crate::engine::{Engine, Inner};
 use crate::hash_index::{IndexEntry, Location};
 use crate::options::TableOptions;
 use crate::sstable::{self, Cursor, Table};
-use crate::types::{Entry, EntryRef, Kind, Row, SeqNo, TableId, Timestamp, Version};
+use crate::types::{Entry, EntryRef, Kind, Row, RowRef, SeqNo, TableId, Timestamp, Version};
 use crate::version::{ReadView, TableHandle};
 use crate::{Digest, Error, Result};
 use std::sync::Arc;
@@ -111,6 +111,36 @@ impl Found<'_> {
             Found::Borrowed(e) => (e.event_ts, e.seq),
             Found::Owned(h) => (h.event_ts, h.seq),
         }
+    }
+
+    /// The version as a row, borrowed, if visible (see [`is_visible`]).
+    fn visible_row(
+        &self,
+        read_ts: Timestamp,
+        now: Timestamp,
+        opts: TableOptions,
+    ) -> Option<RowRef<'_>> {
+        let (kind, row) = match self {
+            Found::Borrowed(e) => (
+                e.kind,
+                RowRef {
+                    event_ts: e.event_ts,
+                    ingest_ts: e.ingest_ts,
+                    seq: e.seq,
+                    value: e.value,
+                },
+            ),
+            Found::Owned(h) => (
+                h.kind,
+                RowRef {
+                    event_ts: h.event_ts,
+                    ingest_ts: h.ingest_ts,
+                    seq: h.seq,
+                    value: &h.value,
+                },
+            ),
+        };
+        is_visible(kind, row.event_ts, read_ts, now, opts).then_some(row)
     }
 }
 
@@ -201,19 +231,44 @@ pub(crate) fn visible(
     now: Timestamp,
     opts: TableOptions,
 ) -> Option<Row> {
-    if e.kind == Kind::Tombstone || !retained(e.event_ts, now, opts) {
-        return None;
-    }
-    if let Some(ttl) = opts.ttl_us {
-        if e.event_ts < read_ts.saturating_sub(ttl) {
-            return None;
-        }
-    }
-    Some(Row {
+    is_visible(e.kind, e.event_ts, read_ts, now, opts).then(|| Row {
         event_ts: e.event_ts,
         ingest_ts: e.ingest_ts,
         seq: e.seq,
         value: e.value,
+    })
+}
+
+/// True if a version of this kind and event time, chosen by a read at
+/// `read_ts`, is seen: not a tombstone, still retained, not past its TTL.
+fn is_visible(
+    kind: Kind,
+    event_ts: Timestamp,
+    read_ts: Timestamp,
+    now: Timestamp,
+    opts: TableOptions,
+) -> bool {
+    kind != Kind::Tombstone
+        && retained(event_ts, now, opts)
+        && opts
+            .ttl_us
+            .is_none_or(|ttl| event_ts >= read_ts.saturating_sub(ttl))
+}
+
+/// The options of each key's table, in key order; looked up again only
+/// when the table changes (a slate's keys come in runs of one table).
+fn options_by_key<'a>(
+    inner: &'a Inner,
+    keys: &'a [TableKey<'_>],
+) -> impl Iterator<Item = TableOptions> + 'a {
+    let mut last: Option<(TableId, TableOptions)> = None;
+    keys.iter().map(move |&(table, _)| {
+        let opts = match last {
+            Some((t, o)) if t == table => o,
+            _ => inner.table_options(table),
+        };
+        last = Some((table, opts));
+        opts
     })
 }
 
@@ -254,20 +309,36 @@ impl Engine {
         let inner = &self.inner;
         let (view, max_seq) = inner.pin_visible();
         let now = inner.now();
-        let found = inner.latest_entries(&view, max_seq, keys)?;
-        let mut opts: Option<(TableId, TableOptions)> = None;
+        let found = inner.latest_entries(&view, max_seq, keys, copy_out)?;
         Ok(found
             .into_iter()
-            .zip(keys)
-            .map(|(e, &(table, _))| {
-                let o = match opts {
-                    Some((t, o)) if t == table => o,
-                    _ => inner.table_options(table),
-                };
-                opts = Some((table, o));
-                e.and_then(|e| visible(e, now, now, o))
-            })
+            .zip(options_by_key(inner, keys))
+            .map(|(e, opts)| e.and_then(|e| visible(e, now, now, opts)))
             .collect())
+    }
+
+    /// [`Engine::multi_latest_across`], with the rows handed to `f`
+    /// borrowed from where they were found instead of copied out: a reader
+    /// that only copies them on (into a reply) saves a copy and an
+    /// allocation. Compactions and flushes wait for nothing; blocks stay
+    /// valid until `f` returns, so keep `f` short.
+    pub fn with_latest_across<R>(
+        &self,
+        keys: &[TableKey<'_>],
+        f: impl FnOnce(&[Option<RowRef<'_>>]) -> R,
+    ) -> Result<R> {
+        check_batch(keys.len())?;
+        let inner = &self.inner;
+        let (view, max_seq) = inner.pin_visible();
+        let now = inner.now();
+        inner.latest_entries(&view, max_seq, keys, |found| {
+            let rows: Vec<Option<RowRef<'_>>> = found
+                .iter()
+                .zip(options_by_key(inner, keys))
+                .map(|(e, opts)| e.as_ref().and_then(|e| e.visible_row(now, now, opts)))
+                .collect();
+            f(&rows)
+        })
     }
 
     /// The row of `(table, key)` as of event time `as_of`, optionally as it
@@ -340,29 +411,32 @@ impl Inner {
     /// for every key, load every block, prefetch every block's fingerprint
     /// array, find every key's position and prefetch its entry, and only
     /// then read the entries.
-    fn latest_entries(
+    fn latest_entries<R>(
         &self,
         view: &ReadView,
         max_seq: SeqNo,
         keys: &[TableKey<'_>],
-    ) -> Result<Vec<Option<Hit>>> {
+        finish: impl FnOnce(Vec<Option<Found<'_>>>) -> R,
+    ) -> Result<R> {
         let digests: Vec<Digest> = keys
             .iter()
             .map(|&(table, k)| Digest::of(self.seed, table, k))
             .collect();
         let mut probes: Vec<Option<IndexEntry>> = Vec::with_capacity(keys.len());
         self.index.get_many(&digests, &mut probes);
-        self.latest_at(view, max_seq, keys, &probes)
+        self.latest_at(view, max_seq, keys, &probes, finish)
     }
 
-    /// [`Inner::latest_entries`] for index entries already read.
-    fn latest_at(
+    /// [`Inner::latest_entries`] for index entries already read. What was
+    /// found goes to `finish` while the blocks it borrows are pinned.
+    fn latest_at<R>(
         &self,
         view: &ReadView,
         max_seq: SeqNo,
         keys: &[TableKey<'_>],
         probes: &[Option<IndexEntry>],
-    ) -> Result<Vec<Option<Hit>>> {
+        finish: impl FnOnce(Vec<Option<Found<'_>>>) -> R,
+    ) -> Result<R> {
         let mut extra = Vec::new();
         // Pinned for the whole batch: cached blocks are borrowed, not counted.
         let guard = crossbeam_epoch::pin();
@@ -381,7 +455,7 @@ impl Inner {
                 (Location::Sst { .. }, Some((_, _, block)), Some(pos)) => Some(block.entry(pos)?),
                 (Location::Sst { .. }, _, _) => None,
             };
-            // Copied out once every key is found (see `copy_out`).
+            // Prefetched now, read once every key is found.
             let at = at.map(|entry| {
                 crate::prefetch::prefetch_to_l2(entry.value);
                 Found::Borrowed(entry)
@@ -402,7 +476,7 @@ impl Inner {
                 }
             });
         }
-        Ok(copy_out(found))
+        Ok(finish(found))
     }
 
     /// Loads every SST block the probes point at, with one batched read for
@@ -562,7 +636,7 @@ impl Inner {
         if q.known_at.is_none() && q.as_of >= ie.event_ts {
             // The newest version is at or before T, so it is the answer,
             // unless a newer one committed since the probe: check.
-            let latest = self.latest_at(view, max_seq, &[(table, q.key)], &[Some(ie)])?;
+            let latest = self.latest_at(view, max_seq, &[(table, q.key)], &[Some(ie)], copy_out)?;
             if let Some(hit) = latest.into_iter().next().flatten() {
                 if hit.event_ts <= q.as_of {
                     return Ok(Some(hit));

@@ -76,6 +76,33 @@ pub struct Row {
     pub value: Bytes,
 }
 
+impl Row {
+    /// The row, borrowed.
+    pub fn as_row_ref(&self) -> RowRef<'_> {
+        RowRef {
+            event_ts: self.event_ts,
+            ingest_ts: self.ingest_ts,
+            seq: self.seq,
+            value: &self.value,
+        }
+    }
+}
+
+/// A live row borrowed from where the engine holds it (a cached block, a
+/// memtable), for the length of a batched read's callback
+/// ([`crate::Engine::with_latest_across`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowRef<'a> {
+    /// When the value became true.
+    pub event_ts: Timestamp,
+    /// When the engine committed it.
+    pub ingest_ts: Timestamp,
+    /// Commit order.
+    pub seq: SeqNo,
+    /// The encoded row; opaque to storage.
+    pub value: &'a [u8],
+}
+
 /// Compares two stored versions in storage order:
 /// `(table asc, key asc, event_ts desc, seq desc)`.
 #[inline]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tessera_storage::{
-    AsOfQuery, Clock, Durability, Engine, Options, Row, TableOptions, Version, WriteBatch,
+    AsOfQuery, Clock, Durability, Engine, Options, Row, RowRef, TableOptions, Version, WriteBatch,
 };
 
 /// Table 1 has a TTL, table 2 a retention, table 3 neither.
@@ -361,7 +361,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .iter()
                     .map(|(t, k)| model.latest(*t, k, now))
                     .collect();
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(&got, &want);
+                let lent = eng
+                    .with_latest_across(&refs, |rows| {
+                        let tuple = |r: &RowRef<'_>| (r.event_ts, r.seq, r.value.to_vec());
+                        rows.iter()
+                            .map(|r| r.as_ref().map(tuple))
+                            .collect::<Vec<_>>()
+                    })
+                    .expect("with_latest_across");
+                prop_assert_eq!(lent, want);
             }
             Op::AsOf { t, k, at, known } => {
                 let t = TABLES[t];

@@ -2,10 +2,13 @@
 //! columnar replies.
 //!
 //! A slate's keys, from every part, go to the engine in one batched read
-//! (`multi_latest_across`), so their memory latency overlaps. Each found
-//! row is read once, through the part's cached projection, as stored bytes
-//! ([`RawValue`](crate::row::RawValue)): numbers and embeddings are little-endian in rows as on
-//! the wire, so they are copied straight into the reply's columns.
+//! (`with_latest_across`), so their memory latency overlaps; the reply is
+//! written while the engine lends the rows where it found them, so they
+//! are not copied out first. Each found row is read once, through the
+//! part's cached projection, as stored bytes
+//! ([`RawValue`](crate::row::RawValue)): numbers and embeddings are
+//! little-endian in rows as on the wire, so they are copied straight into
+//! the reply's columns.
 //!
 //! A reply is written into the connection's output buffer as it is built;
 //! on any error the caller discards what was written (see
@@ -22,7 +25,7 @@ use tessera_protocol::{
     SlateReplyWriter, SlateRequest, MAX_HISTORY_VERSIONS, MAX_PIT_KEYS, MAX_SLATE_CELLS,
     MAX_SLATE_KEYS, MAX_SLATE_PARTS,
 };
-use tessera_storage::{AsOfQuery, Row, TableKey, Timestamp};
+use tessera_storage::{AsOfQuery, Row, RowRef, TableKey, Timestamp};
 
 /// The wire type tag and embedding dimension of a feature type.
 pub fn wire_type(ty: FeatureType) -> (u8, u32) {
@@ -91,15 +94,42 @@ pub fn get_slate(
         });
     }
     let lookups = lookups(&plans, &key_bytes, &key_ends);
-    let rows = read_rows(service, req, &plans, &lookups)?;
     let frame = begin_reply_frame(request_id, Opcode::GetSlate, out);
-    let mut writer = SlateReplyWriter::new(out, plans.len() as u16);
-    for plan in &plans {
-        let part_rows = &rows[plan.keys.clone()];
-        write_part(&mut writer, plan, part_rows, service.max_reply_bytes())?;
+    let max_reply_bytes = service.max_reply_bytes();
+    if req.as_of.is_none() && req.known_at.is_none() {
+        service
+            .engine()
+            .with_latest_across(&lookups, |rows| {
+                write_parts(out, &plans, rows, max_reply_bytes)
+            })
+            .map_err(storage_failure)??;
+    } else {
+        let rows = read_as_of(service, req, &plans, &lookups)?;
+        write_parts(out, &plans, &borrowed(&rows), max_reply_bytes)?;
     }
     finish_frame(out, frame);
     Ok(())
+}
+
+/// The slate reply's parts, after its frame header.
+fn write_parts(
+    out: &mut Vec<u8>,
+    plans: &[PartPlan],
+    rows: &[Option<RowRef<'_>>],
+    max_reply_bytes: usize,
+) -> Result<(), Failure> {
+    let mut writer = SlateReplyWriter::new(out, plans.len() as u16);
+    for plan in plans {
+        write_part(&mut writer, plan, &rows[plan.keys.clone()], max_reply_bytes)?;
+    }
+    Ok(())
+}
+
+/// `rows`, borrowed.
+fn borrowed(rows: &[Option<Row>]) -> Vec<Option<RowRef<'_>>> {
+    rows.iter()
+        .map(|r| r.as_ref().map(Row::as_row_ref))
+        .collect()
 }
 
 /// Writes one part: the found bitmap and event times of `rows`, then the
@@ -107,16 +137,13 @@ pub fn get_slate(
 fn write_part(
     writer: &mut SlateReplyWriter<'_>,
     plan: &PartPlan,
-    rows: &[Option<Row>],
+    rows: &[Option<RowRef<'_>>],
     max_reply_bytes: usize,
 ) -> Result<(), Failure> {
     let found: Vec<bool> = rows.iter().map(Option::is_some).collect();
-    let event_ts: Vec<i64> = rows
-        .iter()
-        .map(|r| r.as_ref().map_or(0, |r| r.event_ts))
-        .collect();
+    let event_ts: Vec<i64> = rows.iter().map(|r| r.map_or(0, |r| r.event_ts)).collect();
     let mut part = writer.part(&found, &event_ts, plan.reply.columns.len() as u16);
-    let values = rows.iter().map(|r| r.as_ref().map(|r| &r.value[..]));
+    let values = rows.iter().map(|r| r.map(|r| r.value));
     write_columns(&mut part, plan, values, max_reply_bytes)
 }
 
@@ -196,7 +223,12 @@ pub fn pit_lookup(
     };
     let frame = begin_reply_frame(request_id, Opcode::PitLookup, out);
     let mut writer = SlateReplyWriter::new(out, 1);
-    write_part(&mut writer, &plan, &rows, service.max_reply_bytes())?;
+    write_part(
+        &mut writer,
+        &plan,
+        &borrowed(&rows),
+        service.max_reply_bytes(),
+    )?;
     finish_frame(out, frame);
     Ok(())
 }
@@ -215,17 +247,14 @@ fn lookups<'k>(plans: &[PartPlan], key_bytes: &'k [u8], key_ends: &[usize]) -> V
     out
 }
 
-/// The visible row of each key: the latest, or as of the request's times.
-fn read_rows(
+/// The visible row of each key as of the request's times.
+fn read_as_of(
     service: &Service,
     req: &SlateRequest,
     plans: &[PartPlan],
     lookups: &[TableKey<'_>],
 ) -> Result<Vec<Option<Row>>, Failure> {
     let engine = service.engine();
-    if req.as_of.is_none() && req.known_at.is_none() {
-        return engine.multi_latest_across(lookups).map_err(storage_failure);
-    }
     // `known_at` alone asks what a latest read at that time returned: read
     // as of that time too, so TTL counts from it (as a latest read counts
     // from its own now), not from the end of time.
