@@ -336,7 +336,9 @@ async fn linger(
 
 struct Connection {
     shared: Arc<Shared>,
-    session: Option<Session>,
+    /// Shared with the requests it runs: a request takes a reference, not
+    /// a copy of the identity.
+    session: Option<Arc<Session>>,
     /// Replies not yet handed to the socket writer.
     out: Vec<u8>,
     /// Import sessions this connection opened; dropped (aborted) with it.
@@ -523,7 +525,7 @@ impl Connection {
     async fn execute(
         &mut self,
         op: Opcode,
-        session: &Session,
+        session: &Arc<Session>,
         request_id: u64,
         request: Request,
         received: Instant,
@@ -716,7 +718,7 @@ impl Connection {
             max_frame: u32::try_from(self.shared.config.max_frame_bytes).unwrap_or(u32::MAX),
         });
         encode_reply(request_id, &reply, &mut self.out);
-        self.session = Some(session);
+        self.session = Some(Arc::new(session));
         Next::Continue
     }
 
