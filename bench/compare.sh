@@ -117,6 +117,9 @@ kill "$redis_pid" "$cassandra_pid" 2>/dev/null || true
 while kill -0 "$redis_pid" 2>/dev/null || kill -0 "$cassandra_pid" 2>/dev/null; do
   sleep 0.5
 done
+# What the peers (and the loads) left dirty in the page cache is written
+# back now, not by kernel threads during the open-loop runs.
+sync
 echo "== open loop and mixed"
 peak=$(python3 -c "
 import json

@@ -320,8 +320,9 @@ impl Engine {
     /// [`Engine::multi_latest_across`], with the rows handed to `f`
     /// borrowed from where they were found instead of copied out: a reader
     /// that only copies them on (into a reply) saves a copy and an
-    /// allocation. Compactions and flushes wait for nothing; blocks stay
-    /// valid until `f` returns, so keep `f` short.
+    /// allocation. The batch's epoch guard is held while `f` runs, so a
+    /// cached block evicted meanwhile is freed only after it returns: keep
+    /// `f` short (write a reply, never wait on I/O).
     pub fn with_latest_across<R>(
         &self,
         keys: &[TableKey<'_>],
