@@ -9,8 +9,9 @@
 #     memtables);
 #  3. warms Tessera's block cache (unmeasured slates: it restarted after the
 #     load), then runs the same closed-loop slates at 1, 4 and 16 connections against
-#     every target; stops Redis and Cassandra, then runs Tessera open-loop at
-#     25%, 50% and 80% of its 4-connection peak, and `mixed` (20,000 article
+#     every target; stops Redis and Cassandra and lets the machine settle
+#     (sync, 10 s of unmeasured slates), then runs Tessera open-loop at 25%,
+#     50% and 80% of its 4-connection peak, and `mixed` (20,000 article
 #     writes/s);
 #  4. writes the results (JSON lines), a markdown table and a PNG plot of
 #     latency percentiles against throughput under --out, and replaces the
@@ -36,9 +37,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ $quick == yes ]]; then
-  users=100000; articles=20000; duration=3; warmup=2; cache_warmup=5
+  users=100000; articles=20000; duration=3; warmup=2; cache_warmup=5; settle=2
 else
-  users=1000000; articles=200000; duration=10; warmup=3; cache_warmup=40
+  users=1000000; articles=200000; duration=10; warmup=3; cache_warmup=40; settle=10
 fi
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/tessera-compare.XXXXXX")
@@ -118,8 +119,12 @@ while kill -0 "$redis_pid" 2>/dev/null || kill -0 "$cassandra_pid" 2>/dev/null; 
   sleep 0.5
 done
 # What the peers (and the loads) left dirty in the page cache is written
-# back now, not by kernel threads during the open-loop runs.
+# back now, not by kernel threads during the open-loop runs; then Tessera
+# serves unmeasured slates while the machine settles after the peers'
+# exit (their freed memory, their files), so the open-loop runs start in
+# the same steady state as the closed-loop ones.
 sync
+bench slate --connections 4 --duration "$settle" --warmup 0 >/dev/null
 echo "== open loop and mixed"
 peak=$(python3 -c "
 import json
