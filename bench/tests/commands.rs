@@ -71,29 +71,30 @@ fn slate_and_mixed_report_what_they_measured() {
             .args(["load", "--addr", &addr, "--versions", "2"])
             .args(DATA),
     );
-    let measured = ["--addr", &addr, "--server-pid", &pid, "--warmup", "0"];
+    // A subcommand and its own flags, then the server and the settings
+    // every run here shares.
+    let shared = ["--addr", &addr, "--server-pid", &pid, "--warmup", "0"];
+    let measure = |what: &str, args: &[&str]| report(what, &[args, &shared[..]].concat());
 
-    let closed = report(
+    let closed = measure(
         "closed-loop slates",
-        &[
-            &["slate"],
-            &measured[..],
-            &["--connections", "2", "--duration", "2"],
-        ]
-        .concat(),
+        &["slate", "--connections", "2", "--duration", "2"],
     );
     check_slate_report(&closed, 2);
     assert_eq!(closed["mode"], "closed loop", "{closed:#}");
 
     // 40 slates/s for 3 s: a debug build keeps up with that on two cores.
-    let open = report(
+    let open = measure(
         "open-loop slates",
         &[
-            &["slate"],
-            &measured[..],
-            &["--connections", "2", "--duration", "3", "--rate", "40"],
-        ]
-        .concat(),
+            "slate",
+            "--connections",
+            "2",
+            "--duration",
+            "3",
+            "--rate",
+            "40",
+        ],
     );
     check_slate_report(&open, 2);
     assert_eq!(
@@ -103,14 +104,9 @@ fn slate_and_mixed_report_what_they_measured() {
     );
     assert!(number(&open, "send_late_p99_us") >= 0.0, "{open:#}");
 
-    let mixed = report(
+    let mixed = measure(
         "mixed",
-        &[
-            &["mixed"],
-            &measured[..],
-            &["--duration", "2", "--write-rate", "500"],
-        ]
-        .concat(),
+        &["mixed", "--duration", "2", "--write-rate", "500"],
     );
     check_slate_report(&mixed, 1);
     let writes = number(&mixed, "writes_per_s");

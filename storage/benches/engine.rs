@@ -39,6 +39,13 @@ fn setup() -> (tempfile::TempDir, Engine) {
     (dir, engine)
 }
 
+/// 51 uniformly random entity keys: a slate's worth.
+fn slate_keys(rng: &mut impl Rng) -> Vec<[u8; 8]> {
+    (0..51)
+        .map(|_| rng.gen_range(0..ENTITIES).to_be_bytes())
+        .collect()
+}
+
 fn reads(c: &mut Criterion) {
     let (_dir, engine) = setup();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
@@ -47,11 +54,7 @@ fn reads(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("multi_latest_51", |b| {
         b.iter_batched(
-            || {
-                (0..51)
-                    .map(|_| rng.gen_range(0..ENTITIES).to_be_bytes())
-                    .collect::<Vec<_>>()
-            },
+            || slate_keys(&mut rng),
             |keys| {
                 let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 engine.multi_latest(TABLE, &refs).expect("read")
@@ -63,11 +66,7 @@ fn reads(c: &mut Criterion) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     g.bench_function("with_latest_51", |b| {
         b.iter_batched(
-            || {
-                (0..51)
-                    .map(|_| rng.gen_range(0..ENTITIES).to_be_bytes())
-                    .collect::<Vec<_>>()
-            },
+            || slate_keys(&mut rng),
             |keys| {
                 let lookups: Vec<(u32, &[u8])> = keys.iter().map(|k| (TABLE, &k[..])).collect();
                 let bytes = |rows: &[Option<RowRef<'_>>]| -> usize {

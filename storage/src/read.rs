@@ -120,27 +120,16 @@ impl Found<'_> {
         now: Timestamp,
         opts: TableOptions,
     ) -> Option<RowRef<'_>> {
-        let (kind, row) = match self {
-            Found::Borrowed(e) => (
-                e.kind,
-                RowRef {
-                    event_ts: e.event_ts,
-                    ingest_ts: e.ingest_ts,
-                    seq: e.seq,
-                    value: e.value,
-                },
-            ),
-            Found::Owned(h) => (
-                h.kind,
-                RowRef {
-                    event_ts: h.event_ts,
-                    ingest_ts: h.ingest_ts,
-                    seq: h.seq,
-                    value: &h.value,
-                },
-            ),
+        let (kind, event_ts, ingest_ts, seq, value) = match self {
+            Found::Borrowed(e) => (e.kind, e.event_ts, e.ingest_ts, e.seq, e.value),
+            Found::Owned(h) => (h.kind, h.event_ts, h.ingest_ts, h.seq, &h.value[..]),
         };
-        is_visible(kind, row.event_ts, read_ts, now, opts).then_some(row)
+        is_visible(kind, event_ts, read_ts, now, opts).then_some(RowRef {
+            event_ts,
+            ingest_ts,
+            seq,
+            value,
+        })
     }
 }
 
